@@ -1,0 +1,239 @@
+"""The artifact format, the one contract between training and the service: write (atomic, next free version), read,
+verify. Nothing else does I/O on artifacts.
+
+    <root>/<name>/<version>/manifest.json        format version, kind, architecture, provenance, SHA-256 per file
+    <root>/<name>/<version>/weights.safetensors  every tensor the model needs (no pickle)
+    <root>/<name>/<version>/report/*.png         plots for people; hashed like every other file
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import safetensors.torch
+from torch import Tensor
+
+from lvm.networks import IMAGE_SHAPE, KINDS, LatentModel, build_model
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "weights.safetensors"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_TMP_PREFIX = ".tmp-"
+
+# Keys every manifest has, with the type each must have.
+REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "name": str,
+    "version": int,
+    "kind": str,
+    "latent_dim": int,
+    "input_shape": list,
+    "likelihood": str,
+    "architecture": dict,
+    "created_at": str,
+    "training": dict,
+    "data": dict,
+    "metrics": dict,
+    "software": dict,
+    "files": dict,
+}
+
+
+class ArtifactError(Exception):
+    """An artifact that cannot be used: missing, malformed manifest, failed checksum, weights that do not fit."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    manifest: dict
+    tensors: dict[str, Tensor]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> int:
+        return self.manifest["version"]
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    def build(self) -> LatentModel:
+        """The model in eval mode on the CPU, gradients off."""
+        try:
+            return build_model(self.kind, self.manifest["architecture"], self.tensors)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{self.path}: {exc}") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"model name {name!r} must match {NAME_PATTERN.pattern}")
+    return name
+
+
+def list_versions(name_dir: Path) -> list[int]:
+    """The integer versions present under <root>/<name>, ascending; temporary and stray folders are ignored."""
+    if not name_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in name_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+
+
+def scan(root: Path) -> Iterator[tuple[str, int, Path]]:
+    """(name, version, path) for every version folder under root, by name then version."""
+    if not root.is_dir():
+        return
+    for name_dir in sorted(p for p in root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name)):
+        for version in list_versions(name_dir):
+            yield name_dir.name, version, name_dir / str(version)
+
+
+def write_artifact(
+    root: Path,
+    name: str,
+    model: LatentModel,
+    manifest: dict,
+    write_extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """Writes a new version of `name` under root and returns its folder.
+
+    `manifest` holds everything but format_version, name, version, created_at, input_shape and files, which are
+    filled in here. `write_extras(folder)` may add files (the report). Everything is written into a temporary folder
+    beside the versions and renamed into place at the end, so an interrupted write leaves no version behind.
+    """
+    check_name(name)
+    name_dir = Path(root) / name
+    name_dir.mkdir(parents=True, exist_ok=True)
+    tmp = name_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        safetensors.torch.save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format_version": str(FORMAT_VERSION)})
+        if write_extras is not None:
+            write_extras(tmp)
+        files = {
+            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        full = {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "version": 0,
+            "kind": model.kind,
+            "latent_dim": model.latent_dim,
+            "input_shape": list(IMAGE_SHAPE),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **manifest,
+            "files": files,
+        }
+        while True:
+            version = (list_versions(name_dir) or [0])[-1] + 1
+            full["version"] = version
+            _write_json(tmp / MANIFEST_FILE, full)
+            target = name_dir / str(version)
+            try:
+                # rename(2) is atomic and refuses a non-empty target, so a concurrent writer that took this number
+                # first (its folder is never empty) makes us retry with the next one.
+                os.rename(tmp, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue
+                raise
+            return target
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_manifest(path: Path) -> dict:
+    """Parses and validates <path>/manifest.json; raises ArtifactError saying what is wrong."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no {MANIFEST_FILE}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: {MANIFEST_FILE} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: {MANIFEST_FILE} must hold a JSON object")
+    problems = [
+        f"'{key}' missing" if key not in manifest else f"'{key}' must be {_type_name(kind)}"
+        for key, kind in REQUIRED_KEYS.items()
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool)
+    ]
+    if problems:
+        raise ArtifactError(f"{path}: invalid manifest: {', '.join(problems)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format_version {manifest['format_version']} is not supported ({FORMAT_VERSION} is)")
+    if manifest["kind"] not in KINDS:
+        raise ArtifactError(f"{path}: unknown kind {manifest['kind']!r}; expected one of {', '.join(KINDS)}")
+    if manifest["latent_dim"] < 1 or manifest["architecture"].get("latent_dim") != manifest["latent_dim"]:
+        raise ArtifactError(f"{path}: latent_dim {manifest['latent_dim']} disagrees with the architecture")
+    if manifest["input_shape"] != list(IMAGE_SHAPE):
+        raise ArtifactError(f"{path}: input_shape {manifest['input_shape']} is not {list(IMAGE_SHAPE)}")
+    if path.name.isdigit() and (manifest["version"] != int(path.name) or manifest["name"] != path.parent.name):
+        raise ArtifactError(
+            f"{path}: manifest says {manifest['name']}/{manifest['version']}, folder is {path.parent.name}/{path.name}"
+        )
+    if WEIGHTS_FILE not in manifest["files"]:
+        raise ArtifactError(f"{path}: manifest lists no {WEIGHTS_FILE}")
+    return manifest
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    return {int: "an integer", str: "a string", list: "a list", dict: "an object"}.get(kind, str(kind))
+
+
+def verify_files(path: Path, manifest: dict) -> None:
+    """Checks every file the manifest lists against its SHA-256; raises ArtifactError on the first mismatch."""
+    root = Path(path).resolve()
+    for rel, expected in manifest["files"].items():
+        file = (root / rel).resolve()
+        if root not in file.parents:
+            raise ArtifactError(f"{path}: file entry {rel!r} points outside the artifact")
+        if not file.is_file():
+            raise ArtifactError(f"{path}: {rel} is listed in the manifest but missing")
+        if sha256_file(file) != expected:
+            raise ArtifactError(f"{path}: {rel} fails its SHA-256 check (expected {expected})")
+
+
+def load_artifact(path: Path, verify: bool = True) -> Artifact:
+    """Reads and (by default) verifies one version folder; the weights stay on the CPU."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if verify:
+        verify_files(path, manifest)
+    try:
+        tensors = safetensors.torch.load_file(path / WEIGHTS_FILE, device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for truncated or malformed files
+        raise ArtifactError(f"{path}: {WEIGHTS_FILE} cannot be read ({exc})") from None
+    return Artifact(path=path, manifest=manifest, tensors=tensors)

@@ -1,0 +1,190 @@
+"""The networks of every model kind, built from a manifest's `architecture` block and a weights dict.
+
+Torch only: training wraps these modules in its objectives, the service batches their methods. Every kind offers the
+same four operations on batches: `encode`, `decode`, `reconstruct` and `sample`, with noise passed in, never drawn here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMAGE_SHAPE = (28, 28)
+INPUT_DIM = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+KINDS = ("ppca", "ae", "vae")
+
+# A floor on the VAE's posterior scale keeps log-densities finite when the scale head saturates.
+MIN_SCALE = 1e-4
+
+_ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+class LatentModel(nn.Module):
+    """Common interface: x is (B, 784) in [0, 1], z is (B, K), eps is standard normal noise of z's shape."""
+
+    kind: str
+    latent_dim: int
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        # The prior p(z) = N(prior_loc, L Lᵀ); N(0, I) for PPCA and the VAE, fitted to the training codes for the AE.
+        self.register_buffer("prior_loc", torch.zeros(latent_dim))
+        self.register_buffer("prior_scale_tril", torch.eye(latent_dim))
+
+    @property
+    def has_scale(self) -> bool:
+        return self.kind != "ae"
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Posterior mean and standard deviation of z given x, each (B, K); the scale is None for the AE."""
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Pixel means (B, 784) in [0, 1]."""
+        raise NotImplementedError
+
+    def _reconstruct_map(self, z: Tensor) -> Tensor:
+        return self.decode(z)
+
+    def reconstruct(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Images rebuilt from z = loc + scale * eps (eps = 0 gives the posterior mean): (x_loc, z_loc, z_scale)."""
+        z_loc, z_scale = self.encode(x)
+        z = z_loc if z_scale is None else z_loc + z_scale * eps
+        return self._reconstruct_map(z), z_loc, z_scale
+
+    def sample(self, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """Draws from the prior given standard normal eps (B, K): (z, x_loc)."""
+        z = self.prior_loc + eps @ self.prior_scale_tril.T
+        return z, self.decode(z)
+
+
+def mlp(widths: list[int], activation: str, final_activation: bool) -> nn.Sequential:
+    """Linear layers through `widths`, with `activation` between them (and after the last if asked)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if final_activation or i < len(widths) - 2:
+            layers.append(_ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """x (B, 784) -> z_loc (B, K) and, with a scale head, a positive z_scale (B, K)."""
+
+    def __init__(self, latent_dim: int, hidden: list[int], activation: str, with_scale: bool) -> None:
+        super().__init__()
+        self.body = mlp([INPUT_DIM, *hidden], activation, final_activation=True)
+        width = hidden[-1] if hidden else INPUT_DIM
+        self.loc = nn.Linear(width, latent_dim)
+        self.scale = nn.Linear(width, latent_dim) if with_scale else None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        h = self.body(x)
+        z_scale = None if self.scale is None else F.softplus(self.scale(h)) + MIN_SCALE
+        return self.loc(h), z_scale
+
+
+class MLPModel(LatentModel):
+    """The autoencoder (`ae`) and the VAE (`vae`): MLP encoder, mirrored MLP decoder with Bernoulli logits."""
+
+    def __init__(self, kind: str, latent_dim: int, hidden: list[int], activation: str = "softplus") -> None:
+        if kind not in ("ae", "vae"):
+            raise ValueError(f"MLPModel is for kinds 'ae' and 'vae', not {kind!r}")
+        super().__init__(latent_dim)
+        self.kind = kind
+        self.hidden = list(hidden)
+        self.encoder = Encoder(latent_dim, self.hidden, activation, with_scale=kind == "vae")
+        self.decoder = mlp([latent_dim, *reversed(self.hidden), INPUT_DIM], activation, final_activation=False)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.encoder(x)
+
+    def logits(self, z: Tensor) -> Tensor:
+        """Bernoulli logits of the pixels, (B, 784)."""
+        return self.decoder(z)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.decoder(z))
+
+
+class PPCA(LatentModel):
+    """Probabilistic PCA (Tipping & Bishop 1999): x = W z + mu + noise, z ~ N(0, I), noise ~ N(0, sigma2 I)."""
+
+    kind = "ppca"
+
+    def __init__(self, W: Tensor, mu: Tensor, sigma2: Tensor) -> None:
+        super().__init__(W.shape[1])
+        self.register_buffer("W", W.clone())
+        self.register_buffer("mu", mu.clone())
+        self.register_buffer("sigma2", sigma2.clone().reshape(()))
+        W64, s2 = W.double(), sigma2.double().reshape(())
+        eye = torch.eye(W.shape[1], dtype=torch.float64)
+        M = W64.T @ W64 + s2 * eye  # M = WᵀW + σ²I, (K, K)
+        M_inv = torch.linalg.inv(M)
+        # Posterior p(z|x) = N(M⁻¹Wᵀ(x − μ), σ²M⁻¹); as a row-vector map, loc = (x − μ) W M⁻¹.
+        self.register_buffer("_encode_map", (W64 @ M_inv).to(W.dtype), persistent=False)
+        self.register_buffer("_post_scale", (s2 * M_inv).diagonal().sqrt().to(W.dtype), persistent=False)
+        # Classical PCA projection from the posterior mean: x̂ = W (WᵀW)⁻¹ M E[z|x] + μ; row form z M (WᵀW)⁻¹ Wᵀ.
+        self.register_buffer(
+            "_reconstruct_matrix", (M @ torch.linalg.inv(W64.T @ W64) @ W64.T).to(W.dtype), persistent=False
+        )
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z_loc = (x - self.mu) @ self._encode_map
+        return z_loc, self._post_scale.expand_as(z_loc)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return (z @ self.W.T + self.mu).clamp(0.0, 1.0)
+
+    def _reconstruct_map(self, z: Tensor) -> Tensor:
+        return (z @ self._reconstruct_matrix + self.mu).clamp(0.0, 1.0)
+
+    def marginal_covariance(self) -> Tensor:
+        """C = W Wᵀ + σ²I, (784, 784)."""
+        return self.W @ self.W.T + self.sigma2 * torch.eye(self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
+
+
+def architecture_for(kind: str, latent_dim: int, hidden: list[int] | None = None, activation: str = "softplus") -> dict:
+    """The manifest's `architecture` block: everything `build_model` needs besides the weights."""
+    if kind == "ppca":
+        return {"type": "ppca", "input_dim": INPUT_DIM, "latent_dim": latent_dim}
+    if kind in ("ae", "vae"):
+        return {
+            "type": "mlp",
+            "input_dim": INPUT_DIM,
+            "latent_dim": latent_dim,
+            "hidden": list(hidden or []),
+            "activation": activation,
+            "scale_head": "softplus" if kind == "vae" else None,
+            "output": "bernoulli_logits",
+        }
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def build_model(kind: str, architecture: dict, tensors: dict[str, Tensor]) -> LatentModel:
+    """Rebuilds a model from its manifest entries and weights; raises ValueError when they do not fit together."""
+    latent_dim = int(architecture["latent_dim"])
+    if kind == "ppca":
+        missing = {"W", "mu", "sigma2"} - tensors.keys()
+        if missing:
+            raise ValueError(f"PPCA weights lack {sorted(missing)}")
+        W = tensors["W"]
+        if W.shape != (INPUT_DIM, latent_dim) or tensors["mu"].shape != (INPUT_DIM,):
+            raise ValueError(f"PPCA weights have W {tuple(W.shape)}, expected ({INPUT_DIM}, {latent_dim})")
+        model: LatentModel = PPCA(W, tensors["mu"], tensors["sigma2"])
+        model.prior_loc.copy_(tensors.get("prior_loc", model.prior_loc))
+        model.prior_scale_tril.copy_(tensors.get("prior_scale_tril", model.prior_scale_tril))
+    elif kind in ("ae", "vae"):
+        activation = architecture.get("activation", "softplus")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
+        model = MLPModel(kind, latent_dim, [int(h) for h in architecture["hidden"]], activation)
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"weights do not match the architecture: {exc}") from None
+    else:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return model.eval().requires_grad_(False)
