@@ -1,0 +1,68 @@
+"""Request bodies, prepared once per run into files the Lua scripts read: real MNIST test digits when the files are
+at hand ($MNIST_DIR or ../shared/mnist), otherwise synthetic digits with MNIST's sparsity, from a fixed seed."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from bench.server import REPO
+
+N_BULK = 1024
+
+
+def mnist_test_images(n: int) -> tuple[np.ndarray, str]:
+    """(n, 28, 28) uint8 and where they came from."""
+    for folder in (os.environ.get("MNIST_DIR"), REPO.parent / "shared" / "mnist"):
+        if not folder:
+            continue
+        for name in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"):
+            path = Path(folder) / name
+            if path.is_file():
+                raw = (gzip.open if name.endswith(".gz") else open)(path, "rb").read()
+                return np.frombuffer(raw, np.uint8, offset=16)[: n * 784].reshape(n, 28, 28).copy(), f"MNIST test set ({path})"
+    rng = np.random.default_rng(0)
+    images = np.zeros((n, 28, 28), np.uint8)
+    # A blob of strokes in the centre, about 19% of pixels lit, as in MNIST.
+    mask = rng.random((n, 20, 20)) < 0.33
+    images[:, 4:24, 4:24] = np.where(mask, rng.integers(1, 256, (n, 20, 20)), 0)
+    return images, "synthetic digits (no MNIST files found)"
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def prepare(folder: Path, latent_dim: int = 2) -> dict[str, Path]:
+    """Writes every body the scenarios use; returns name -> file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, _ = mnist_test_images(N_BULK)
+    rng = np.random.default_rng(1)
+    latents = rng.standard_normal((N_BULK, latent_dim)).astype(np.float32)
+    # float32 -> Python float through json.dumps, as a Python client holding x / 255 in float32 would send it:
+    # 5.7 kB for the first test digit, the body of the issue's reference figures.
+    first = (images[0].reshape(784).astype(np.float32) / 255).tolist()
+    bodies = {
+        "image_json": json.dumps({"images": [first]}).encode(),
+        "latent_json": orjson.dumps({"latents": [latents[0].tolist()]}),
+        "sample16_json": orjson.dumps({"n": 16}),
+        "images1024_npy": npy_bytes(images),
+        "latents1024_npy": npy_bytes(latents),
+    }
+    paths = {}
+    for name, data in bodies.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(data)
+    return paths
+
+
+def source() -> str:
+    return mnist_test_images(1)[1]

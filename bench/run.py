@@ -1,0 +1,122 @@
+"""One benchmark run: references (in-process, framework floor), then every scenario at every concurrency with
+batching on and off, each against a fresh pinned uvicorn process. Returns plain dicts for report.py and plot.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import artifacts, bodies, machine
+from bench.metrics import BatchSizeMeter
+from bench.scenarios import BY_NAME, FLOORS, SCENARIOS, Scenario, probe
+from bench.server import REPO, Server
+from bench.wrk import run_wrk
+
+SERVICE_APP = "service.app:app"
+FLOOR_APP = "bench.floor:app"
+# "Batching off": one item per forward pass; everything else as configured.
+BATCHING_ENV = {"on": {}, "off": {"LATENTSERVE_MAX_BATCH_SIZE": "1"}}
+
+
+@dataclass
+class RunConfig:
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    concurrency: list[int] = field(default_factory=lambda: [1, 16, 64])
+    scenarios: list[str] = field(default_factory=lambda: [s.name for s in SCENARIOS])
+    batching: list[str] = field(default_factory=lambda: ["on", "off"])
+    artifacts_dir: Path = REPO / "artifacts"
+    out_dir: Path = REPO / "bench" / "out"
+    server_cores: int | None = None
+    inprocess_time_s: float = 1.0
+    service_env: dict[str, str] = field(default_factory=dict)
+    service_app: str = SERVICE_APP
+    log: callable = print
+
+
+def run(cfg: RunConfig) -> dict:
+    cores = machine.split_cores(cfg.server_cores)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    served, served_desc = artifacts.ensure(cfg.artifacts_dir, cfg.out_dir / "artifacts")
+    body_files = bodies.prepare(cfg.out_dir / "bodies")
+    info = {"machine": machine.describe(), "loadavg_start": machine.loadavg(), "pinning": cores.describe(),
+            "artifacts": served_desc, "bodies": bodies.source(), "duration_s": cfg.duration_s,
+            "warmup_s": cfg.warmup_s, "concurrency": cfg.concurrency, "service_env": cfg.service_env,
+            "batching_off_env": BATCHING_ENV["off"]}
+    cfg.log(f"[bench] {cores.describe()}; serving {served_desc}")
+    info["inprocess"] = _inprocess(cores, served, cfg)
+    cfg.log(f"[bench] in-process: {json.dumps(info['inprocess'])}")
+    scenarios = [BY_NAME[n] for n in cfg.scenarios]
+    floors = [f for f in FLOORS if any(s.reference == f"floor:{f.name}" for s in scenarios)]
+    rows = []
+    if floors:
+        rows += _serve_and_measure(FLOOR_APP, {}, floors, "-", cores, body_files, cfg)
+    for batching in cfg.batching:
+        env = {"LATENTSERVE_ARTIFACTS_DIR": str(served), **cfg.service_env, **BATCHING_ENV[batching]}
+        rows += _serve_and_measure(cfg.service_app, env, scenarios, batching, cores, body_files, cfg)
+    _add_ratios(rows, info["inprocess"])
+    info["loadavg_end"] = machine.loadavg()
+    return {"info": info, "rows": rows}
+
+
+def _inprocess(cores, served: Path, cfg: RunConfig) -> dict:
+    threads = len(cores.server) or 1
+    cmd = [*cores.taskset("server"), sys.executable, "-m", "bench.inprocess", "--artifacts-dir", str(served),
+           "--threads", str(threads), "--min-time-s", str(cfg.inprocess_time_s)]
+    out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _serve_and_measure(app: str, env: dict, scenarios: list[Scenario], batching: str, cores, body_files,
+                       cfg: RunConfig) -> list[dict]:
+    rows = []
+    log_path = cfg.out_dir / f"server-{'floor' if app == FLOOR_APP else 'service'}-{batching}.log"
+    with Server(app, cores, env=env, log_path=log_path) as server:
+        for scenario in scenarios:
+            answer = probe(server.url, scenario, body_files[scenario.body].read_bytes())
+            for c in cfg.concurrency:
+                kw = dict(content_type=scenario.content_type, accept=scenario.accept)
+                url = server.url + scenario.path
+                if cfg.warmup_s > 0:
+                    run_wrk(url, body_files[scenario.body], c, cfg.warmup_s, cores, **kw)
+                meter = BatchSizeMeter(server.url) if app != FLOOR_APP else None
+                if meter:
+                    meter.start()
+                result = run_wrk(url, body_files[scenario.body], c, cfg.duration_s, cores,
+                                 server_cpu_s=server.cpu_s, **kw)
+                row = {"scenario": scenario.name, "title": scenario.title, "batching": batching,
+                       "items": scenario.items, "images_per_s": result.req_per_s * scenario.items,
+                       "mean_batch": meter.stop() if meter else None, "probe": answer, **result.to_dict(),
+                       "errors": result.errors}
+                rows.append(row)
+                cfg.log(f"[bench] {scenario.name:16s} batching {batching:3s} c={c:<3d} {result.req_per_s:9.1f} req/s "
+                        f"p50 {result.p50_ms:7.2f} ms p99 {result.p99_ms:8.2f} ms errors {result.errors} "
+                        f"server cpu {result.server_cpu or 0:.2f} wrk cpu {result.load_cpu:.2f}")
+        rows_rss = server.rss_bytes()
+    for row in rows:
+        row["server_rss_mib"] = rows_rss / 2**20
+    time.sleep(0.2)
+    return rows
+
+
+def _add_ratios(rows: list[dict], inprocess: dict) -> None:
+    """ratio = req/s over the floor's at the same concurrency, or images/s over the in-process figure."""
+    floor = {(r["scenario"], r["concurrency"]): r for r in rows if r["batching"] == "-"}
+    for row in rows:
+        ref = BY_NAME[row["scenario"]].reference
+        row["reference"], row["ratio"], row["ref_row"] = ref, None, None
+        if ref == "self":
+            row["ratio"] = 1.0
+        elif ref.startswith("floor:"):
+            f = floor.get((ref.split(":", 1)[1], row["concurrency"]))
+            if f and f["req_per_s"]:
+                row["ratio"] = row["req_per_s"] / f["req_per_s"]
+                row["ref_row"] = {k: f[k] for k in ("req_per_s", "p50_ms", "p99_ms")}
+        else:
+            _, op, batch = ref.split(":")
+            ref_rate = inprocess[op].get(batch)
+            row["ratio"] = row["images_per_s"] / ref_rate if ref_rate else None
