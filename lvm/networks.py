@@ -18,6 +18,7 @@ KINDS = ("ppca", "ae", "vae")
 MIN_SCALE = 1e-4
 
 _ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh}
+ACTIVATIONS = tuple(_ACTIVATIONS)
 
 
 class LatentModel(nn.Module):
