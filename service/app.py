@@ -1,0 +1,53 @@
+"""`create_app(settings)`: the FastAPI app, its middlewares and the lifespan that loads, warms and drains.
+
+Building the app loads nothing; models load in the lifespan (in the background: /readyz says when they are warm).
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import errors, routes
+from service.auth import AuthMiddleware
+from service.limits import BodyLimitMiddleware
+from service.metrics import MetricsMiddleware
+from service.settings import Settings
+from service.state import ServiceState, hook_signals, unhook_signals
+
+DESCRIPTION = """Probabilistic PCA, an autoencoder and a VAE of MNIST digits, served with dynamic batching.
+
+Choose the model and version with `?model=vae&version=3` on every inference endpoint (defaults: the configured
+default model, its highest loaded version). Images go in as JSON (784 numbers in [0, 1], 28 rows of 28, or a base64
+28x28 PNG) or as an `application/x-npy` body; `Accept: image/png` or `application/x-npy` changes what comes back.
+Every error is JSON: `{"detail": ..., "type": ...}`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = ServiceState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await state.start()
+        previous = hook_signals(state)
+        try:
+            yield
+        finally:
+            unhook_signals(previous)
+            await state.stop()
+
+    app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = state
+    errors.install(app)
+    app.include_router(routes.router)
+    # Added innermost first: metrics sees everything, auth runs before the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(AuthMiddleware, api_key=settings.api_key)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app
+
+
+app = create_app()

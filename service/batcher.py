@@ -1,0 +1,290 @@
+"""Dynamic batching of any function of rows: a bounded queue per (model, version, operation), a collector task that
+merges the rows of concurrent requests into one batch, and one compute thread per device that runs it.
+
+Knows nothing of models: a batch function takes the parts of a batch (numpy, (n_i, D) each) and returns a tuple of
+(B, ...) numpy arrays, which are split by rows back to each request. Devices, torch and metrics are left to callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import Internal, Overloaded, RequestTimeout, Unavailable
+
+log = logging.getLogger("service.batcher")
+
+BatchFn = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, ...]]
+
+
+@dataclass(slots=True)
+class Pending:
+    """Rows of one request (or one chunk of a large request) waiting for a batch."""
+
+    x: np.ndarray
+    future: asyncio.Future
+    enqueued_at: float
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch_size: int = 256
+    max_delay_s: float = 0.002
+    max_queue_items: int = 4096
+    timeout_s: float = 10.0
+
+
+class BatchObserver:
+    """Hooks for metrics; the default does nothing."""
+
+    def batch(self, size: int, compute_s: float) -> None: ...
+
+    def waited(self, seconds: float) -> None: ...
+
+    def depth(self, items: int) -> None: ...
+
+    def rejected(self, reason: str) -> None: ...
+
+
+class Activity:
+    """Work known to be on its way: requests being read and parsed (`arriving`) and batches in a compute thread
+    (`computing`). A collector waits for company only while this is busy, so a lone request is dispatched at once.
+    """
+
+    def __init__(self) -> None:
+        self.arriving = 0
+        self.computing = 0
+        self.waiters: set[asyncio.Future] = set()
+
+    @property
+    def busy(self) -> bool:
+        return self.arriving > 0 or self.computing > 0
+
+    @contextmanager
+    def arrival(self) -> Iterator[None]:
+        """Wraps a handler from its start until its rows are queued (or it failed)."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+            if not self.busy:
+                self.notify()
+
+    def notify(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class ComputeThread:
+    """The one thread that runs forward passes on a device, so torch never runs on the event loop."""
+
+    def __init__(self, activity: Activity, name: str = "compute") -> None:
+        self._activity = activity
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable, *args: object) -> tuple[object, float]:
+        """fn(*args) in the thread, and its duration in seconds."""
+        self._activity.computing += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, _timed, fn, args)
+        finally:
+            self._activity.computing -= 1
+            if not self._activity.busy:
+                self._activity.notify()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def _timed(fn: Callable, args: tuple) -> tuple[object, float]:
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+class Batcher:
+    """One queue and its collector. `submit(x)` returns fn's outputs for the rows of x, whatever shared its batch."""
+
+    def __init__(
+        self,
+        fn: BatchFn,
+        compute: ComputeThread,
+        activity: Activity,
+        config: BatchConfig,
+        observer: BatchObserver | None = None,
+        name: str = "batcher",
+    ) -> None:
+        self.fn, self.config, self.name = fn, config, name
+        self._compute, self._activity = compute, activity
+        self._observer = observer or BatchObserver()
+        self._queue: deque[Pending] = deque()
+        self.queued_items = 0
+        self._seconds_per_item = 0.0
+        self._waiter: asyncio.Future | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"collector {self.name}")
+
+    async def close(self) -> None:
+        """Stops taking requests; what is queued still runs before the collector ends."""
+        self._closing = True
+        self._wake()
+        if self._task is not None:
+            await self._task
+
+    def retry_after_s(self) -> int:
+        """Seconds the queue needs to drain at the measured cost per item (at least 1)."""
+        return max(1, math.ceil(self.queued_items * self._seconds_per_item))
+
+    def put(self, x: np.ndarray) -> list[Pending]:
+        """Queues the rows of x (split into chunks of max_batch_size) at once, or refuses them with 503."""
+        if self._closing:
+            raise Unavailable("this model version is being unloaded; retry", 1)
+        n = len(x)
+        if self.queued_items + n > self.config.max_queue_items:
+            self._observer.rejected("queue_full")
+            raise Overloaded(
+                f"queue full ({self.queued_items} items waiting, bound {self.config.max_queue_items}); retry later",
+                self.retry_after_s(),
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        size = self.config.max_batch_size
+        pendings = [Pending(x[i : i + size], loop.create_future(), now) for i in range(0, n, size)]
+        self._queue.extend(pendings)
+        self.queued_items += n
+        self._observer.depth(self.queued_items)
+        self._wake()
+        return pendings
+
+    async def result(self, pendings: list[Pending]) -> tuple[np.ndarray, ...]:
+        """Waits for every chunk (504 past the timeout) and reassembles the outputs in order."""
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(pendings[0].enqueued_at + self.config.timeout_s, self._expire, pendings)
+        try:
+            results = [await p.future for p in pendings]
+        finally:
+            timer.cancel()
+            for p in pendings:
+                if not p.future.done():
+                    p.future.cancel()  # the client has gone or a chunk failed: skip the rest
+                elif not p.future.cancelled():
+                    p.future.exception()  # marks a failure as retrieved
+        if len(results) == 1:
+            return results[0]
+        return tuple(np.concatenate(parts) for parts in zip(*results))
+
+    async def submit(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        return await self.result(self.put(x))
+
+    def _expire(self, pendings: list[Pending]) -> None:
+        error = RequestTimeout(f"request waited longer than {self.config.timeout_s:g} s")
+        self._observer.rejected("timeout")
+        for p in pendings:
+            if not p.future.done():
+                p.future.set_exception(error)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _sleep(self, timeout_s: float | None) -> None:
+        """Until woken by new rows, by the activity settling (when timeout_s is given), or by the timeout."""
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        handle = None
+        if timeout_s is not None:
+            handle = loop.call_later(timeout_s, _resolve, waiter)
+            self._activity.waiters.add(waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+                self._activity.waiters.discard(waiter)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    await self._sleep(None)
+                    continue
+                await self._await_company()
+                batch = self._take()
+                if batch:
+                    await self._dispatch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must survive anything; the batch's own errors are handled in _dispatch
+                log.exception("collector %s: unexpected error", self.name)
+
+    async def _await_company(self) -> None:
+        """Lets the first queued item wait up to max_delay_s for more, but only while more are known to be coming."""
+        deadline = self._queue[0].enqueued_at + self.config.max_delay_s
+        loop = asyncio.get_running_loop()
+        while self.queued_items < self.config.max_batch_size and self._activity.busy and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await self._sleep(remaining)
+
+    def _take(self) -> list[Pending]:
+        """Up to max_batch_size rows from the front of the queue, skipping requests that are already answered."""
+        batch: list[Pending] = []
+        rows = 0
+        while self._queue:
+            p = self._queue[0]
+            if not p.future.done() and rows + len(p.x) > self.config.max_batch_size:
+                break
+            self._queue.popleft()
+            self.queued_items -= len(p.x)
+            if not p.future.done():  # cancelled (client gone) or timed out
+                batch.append(p)
+                rows += len(p.x)
+        self._observer.depth(self.queued_items)
+        return batch
+
+    async def _dispatch(self, batch: list[Pending]) -> None:
+        now = asyncio.get_running_loop().time()
+        for p in batch:
+            self._observer.waited(now - p.enqueued_at)
+        rows = sum(len(p.x) for p in batch)
+        try:
+            outputs, compute_s = await self._compute.run(self.fn, [p.x for p in batch])
+        except Exception:
+            log.exception("batch of %d items on %s failed; its %d request(s) get 500", rows, self.name, len(batch))
+            error = Internal("internal")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
+        self._observer.batch(rows, compute_s)
+        per_item = compute_s / rows
+        self._seconds_per_item = per_item if not self._seconds_per_item else 0.8 * self._seconds_per_item + 0.2 * per_item
+        offset = 0
+        for p in batch:
+            n = len(p.x)
+            if not p.future.done():
+                p.future.set_result(tuple(out[offset : offset + n] for out in outputs))
+            offset += n
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,146 @@
+"""One loaded (name, version): the network on its device, the four operations as batch functions of rows, their
+batchers, and the warm-up. Noise is drawn by the caller, so a batch function is deterministic given its rows.
+
+Row layouts (float32): encode x (B, 784); decode z (B, K); reconstruct [x | eps] (B, 784 + K); sample eps (B, K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lvm import Artifact, LatentModel
+from lvm.networks import INPUT_DIM
+from service.batcher import Activity, BatchConfig, Batcher, BatchObserver, ComputeThread
+from service.device import Placement
+
+OPERATIONS = ("encode", "decode", "reconstruct", "sample")
+
+
+def _operations(model: LatentModel) -> dict[str, Callable[[Tensor], tuple[Tensor, ...]]]:
+    """Each operation as a function of a (B, D) device tensor; the AE's missing scale is simply left out."""
+
+    def encode(x: Tensor) -> tuple[Tensor, ...]:
+        z_loc, z_scale = model.encode(x)
+        return (z_loc,) if z_scale is None else (z_loc, z_scale)
+
+    def decode(z: Tensor) -> tuple[Tensor, ...]:
+        return (model.decode(z),)
+
+    def reconstruct(rows: Tensor) -> tuple[Tensor, ...]:
+        x_loc, z_loc, z_scale = model.reconstruct(rows[:, :INPUT_DIM], rows[:, INPUT_DIM:])
+        return (x_loc, z_loc) if z_scale is None else (x_loc, z_loc, z_scale)
+
+    def sample(eps: Tensor) -> tuple[Tensor, ...]:
+        return model.sample(eps)
+
+    return {"encode": encode, "decode": decode, "reconstruct": reconstruct, "sample": sample}
+
+
+def _batch_fn(op: Callable[[Tensor], tuple[Tensor, ...]], placement: Placement):
+    def run(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        with torch.inference_mode():
+            return placement.fetch(op(placement.stage(parts)))
+
+    return run
+
+
+def input_width(op: str, latent_dim: int) -> int:
+    return {"encode": INPUT_DIM, "decode": latent_dim, "reconstruct": INPUT_DIM + latent_dim, "sample": latent_dim}[op]
+
+
+def warmup_sizes(max_batch_size: int) -> list[int]:
+    """1, 2, 4, ... up to max_batch_size (included): the batch sizes a version will mostly see."""
+    sizes, n = [], 1
+    while n < max_batch_size:
+        sizes.append(n)
+        n *= 2
+    return sizes + [max_batch_size]
+
+
+@dataclass
+class ServedModel:
+    """A loaded version; `batchers` exist once `start` ran on the event loop."""
+
+    artifact: Artifact
+    model: LatentModel
+    placement: Placement
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, artifact: Artifact, placement: Placement) -> ServedModel:
+        """Builds the network and moves it to the device (blocking: call it off the event loop)."""
+        model = placement.move(artifact.build())
+        return cls(artifact, model, placement)
+
+    @property
+    def name(self) -> str:
+        return self.artifact.name
+
+    @property
+    def version(self) -> int:
+        return self.artifact.version
+
+    @property
+    def kind(self) -> str:
+        return self.artifact.kind
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim
+
+    @property
+    def has_scale(self) -> bool:
+        return self.model.has_scale
+
+    def warm_up(self, max_batch_size: int) -> None:
+        """Runs every operation at every warm-up size and checks the outputs are finite (blocking)."""
+        fns = {op: _batch_fn(fn, self.placement) for op, fn in _operations(self.model).items()}
+        for op, fn in fns.items():
+            width = input_width(op, self.latent_dim)
+            for size in warmup_sizes(max_batch_size):
+                rows = np.full((size, width), 0.5 if op in ("encode", "reconstruct") else 0.0, np.float32)
+                if op == "reconstruct":
+                    rows[:, INPUT_DIM:] = 0.0
+                for out in fn([rows]):
+                    if out.shape[0] != size or not np.isfinite(out).all():
+                        raise ValueError(f"warm-up of {op} at batch {size} gave shape {out.shape} or non-finite values")
+
+    def start(
+        self,
+        compute: ComputeThread,
+        activity: Activity,
+        config: BatchConfig,
+        observer: Callable[[str], BatchObserver] | None = None,
+    ) -> None:
+        """Creates and starts one batcher per operation (on the event loop)."""
+        for op, fn in _operations(self.model).items():
+            batcher = Batcher(
+                _batch_fn(fn, self.placement),
+                compute,
+                activity,
+                config,
+                observer(op) if observer else None,
+                name=f"{self.name}/{self.version}/{op}",
+            )
+            batcher.start()
+            self.batchers[op] = batcher
+
+    async def close(self) -> None:
+        """Stops the batchers once their queued work has run."""
+        for batcher in self.batchers.values():
+            await batcher.close()
+
+    def summary(self) -> dict:
+        m = self.artifact.manifest
+        return {
+            "version": self.version,
+            "kind": self.kind,
+            "latent_dim": self.latent_dim,
+            "created_at": m.get("created_at"),
+            "metrics": m.get("metrics", {}),
+        }

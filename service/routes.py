@@ -1,0 +1,218 @@
+"""Thin handlers: read the body, pick the model, validate (codecs), queue (batchers), shape the reply.
+
+Bodies are read with `request.body()` and parsed with orjson and numpy; the pydantic schemas only document them.
+Each request's noise comes from its own generator seeded before queuing, so batching never changes a result.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import orjson
+import torch
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service import codecs
+from service.errors import InvalidInput, Unavailable, UnsupportedMediaType
+from service.metrics import CONTENT_TYPE
+from service.models import ServedModel
+from service.schemas import (
+    AUTH_ERRORS, INFERENCE_ERRORS, QUERY_PARAMETERS, DecodeRequest, DecodeResponse, EncodeRequest, EncodeResponse,
+    ErrorBody, ModelDetail, ModelsResponse, ReconstructRequest, ReconstructResponse, ReloadResponse, SampleRequest,
+    SampleResponse, Status, image_replies, request_body,
+)
+from service.state import ServiceState
+
+router = APIRouter()
+_SEED_LIMIT = 2**63
+_IMAGES_NPY = "(N, 28, 28) or (N, 784) array, uint8 0-255 or float32 0-1"
+
+
+def _state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+def _extra(model, npy: str | None) -> dict:
+    return {**request_body(model, npy), "parameters": QUERY_PARAMETERS}
+
+
+async def _receive(request: Request, state: ServiceState, allow_npy: bool = True) -> tuple[ServedModel, bytes, str]:
+    """The model asked for, the raw body and its format ('json' or 'npy'); 415 before the body is read."""
+    fmt = codecs.body_format(request.headers.get("content-type"))
+    if fmt == "npy" and not allow_npy:
+        raise UnsupportedMediaType("this endpoint takes a JSON body only")
+    body = await request.body()
+    query = request.query_params
+    return state.registry.resolve(query.get("model"), query.get("version")), body, fmt
+
+
+def _json(payload: dict) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type=codecs.JSON)
+
+
+def _images_reply(request: Request, served: ServedModel, payload: dict) -> Response:
+    """JSON, or the payload's images as one PNG grid or a float32 (N, 784) .npy, as the Accept header asks."""
+    fmt = codecs.reply_format(request.headers.get("accept"))
+    if fmt == "json":
+        return _json(payload)
+    headers = {"X-Model": served.name, "X-Model-Version": str(served.version)}
+    if fmt == "png":
+        return Response(codecs.png_grid(payload["images"]), media_type=codecs.PNG, headers=headers)
+    return Response(codecs.npy_bytes(payload["images"]), media_type=codecs.NPY, headers=headers)
+
+
+def _seed(value: object) -> int:
+    """The request's seed, or a fresh random one when it gave none."""
+    if value is None:
+        return random.getrandbits(63)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _SEED_LIMIT:
+        raise InvalidInput("seed must be an integer in [0, 2^63) or null")
+    return value
+
+
+def _noise(n: int, latent_dim: int, seed: int) -> np.ndarray:
+    """Standard normal (n, K) from the request's own generator: the same seed gives the same noise in any batch."""
+    return torch.randn((n, latent_dim), generator=torch.Generator().manual_seed(seed)).numpy()
+
+
+def _flag(text: str | None) -> bool:
+    if text is None or text.lower() in ("0", "false", "no"):
+        return False
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    raise InvalidInput(f"sample must be true or false, got {text[:16]!r}")
+
+
+@router.post("/encode", response_model=EncodeResponse, responses=INFERENCE_ERRORS,
+             openapi_extra=_extra(EncodeRequest, _IMAGES_NPY), summary="Posterior of z given images")
+async def encode(request: Request) -> Response:
+    state = _state(request)
+    limit = state.settings.max_items_per_request
+    with state.activity.arrival():
+        served, body, fmt = await _receive(request, state)
+        x = codecs.images_from_npy(body, limit) if fmt == "npy" else codecs.images_from_json(
+            codecs.load_json(body).get("images"), limit)
+        batcher = served.batchers["encode"]
+        pendings = batcher.put(x)
+    z_loc, *z_scale = await batcher.result(pendings)
+    return _json({"model": served.name, "version": served.version, "mean": z_loc,
+                  "scale": z_scale[0] if z_scale else None})
+
+
+@router.post("/decode", response_model=DecodeResponse, responses={**INFERENCE_ERRORS, **image_replies(DecodeResponse)},
+             openapi_extra=_extra(DecodeRequest, "float32 (N, K) array"), summary="Pixel means of latent codes")
+async def decode(request: Request) -> Response:
+    state = _state(request)
+    limit = state.settings.max_items_per_request
+    with state.activity.arrival():
+        served, body, fmt = await _receive(request, state)
+        k = served.latent_dim
+        z = codecs.latents_from_npy(body, k, limit) if fmt == "npy" else codecs.latents_from_json(
+            codecs.load_json(body).get("latents"), k, limit)
+        batcher = served.batchers["decode"]
+        pendings = batcher.put(z)
+    (x_loc,) = await batcher.result(pendings)
+    return _images_reply(request, served, {"model": served.name, "version": served.version, "images": x_loc})
+
+
+@router.post("/reconstruct", response_model=ReconstructResponse,
+             responses={**INFERENCE_ERRORS, **image_replies(ReconstructResponse)},
+             openapi_extra=_extra(ReconstructRequest, _IMAGES_NPY + "; sample and seed as query parameters"),
+             summary="Images through the posterior and back")
+async def reconstruct(request: Request) -> Response:
+    state = _state(request)
+    limit = state.settings.max_items_per_request
+    with state.activity.arrival():
+        served, body, fmt = await _receive(request, state)
+        if fmt == "npy":
+            x = codecs.images_from_npy(body, limit)
+            sample, seed = _flag(request.query_params.get("sample")), _query_seed(request)
+        else:
+            obj = codecs.load_json(body)
+            x = codecs.images_from_json(obj.get("images"), limit)
+            sample, seed = obj.get("sample", False), _seed(obj.get("seed"))
+            if not isinstance(sample, bool):
+                raise InvalidInput("sample must be true or false")
+        k = served.latent_dim
+        eps = _noise(len(x), k, seed) if sample else np.zeros((len(x), k), np.float32)
+        batcher = served.batchers["reconstruct"]
+        pendings = batcher.put(np.concatenate([x, eps], axis=1))
+    x_loc, z_loc, *z_scale = await batcher.result(pendings)
+    return _images_reply(request, served, {"model": served.name, "version": served.version, "images": x_loc,
+                                           "mean": z_loc, "scale": z_scale[0] if z_scale else None})
+
+
+def _query_seed(request: Request) -> int:
+    text = request.query_params.get("seed")
+    if text is not None and not text.isdigit():
+        raise InvalidInput(f"seed must be a non-negative integer, got {text[:32]!r}")
+    return _seed(None if text is None else int(text))
+
+
+@router.post("/sample", response_model=SampleResponse, responses={**INFERENCE_ERRORS, **image_replies(SampleResponse)},
+             openapi_extra=_extra(SampleRequest, None), summary="Draws from the prior, decoded")
+async def sample(request: Request) -> Response:
+    state = _state(request)
+    with state.activity.arrival():
+        served, body, _ = await _receive(request, state, allow_npy=False)
+        obj = codecs.load_json(body) if body.strip() else {}
+        n = obj.get("n", 16)
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise InvalidInput("n must be an integer")
+        codecs.check_count(n, state.settings.max_items_per_request, "samples")
+        batcher = served.batchers["sample"]
+        pendings = batcher.put(_noise(n, served.latent_dim, _seed(obj.get("seed"))))
+    z, x_loc = await batcher.result(pendings)
+    return _images_reply(request, served, {"model": served.name, "version": served.version, "latents": z,
+                                           "images": x_loc})
+
+
+@router.get("/models", response_model=ModelsResponse, responses=AUTH_ERRORS, summary="Loaded models and versions")
+async def models(request: Request) -> Response:
+    return _json(_registry(request).overview())
+
+
+@router.get("/models/{name}", response_model=ModelDetail, summary="The manifests of one model's versions",
+            responses={**AUTH_ERRORS, 404: {"model": ErrorBody, "description": "no such model"}})
+async def model_detail(request: Request, name: str) -> Response:
+    return _json(_registry(request).describe(name))
+
+
+def _registry(request: Request):
+    registry = _state(request).registry
+    if registry is None:
+        raise Unavailable("the service is starting", 1)
+    return registry
+
+
+@router.post("/admin/reload", response_model=ReloadResponse, responses=AUTH_ERRORS,
+             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones")
+async def reload(request: Request) -> Response:
+    state = _state(request)
+    report = await _registry(request).reload()
+    state.loaded = True
+    state.update_ready()
+    return _json(report)
+
+
+@router.get("/healthz", response_model=Status, summary="The process is alive")
+async def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@router.get("/readyz", response_model=Status, summary="200 once models are loaded and warm; 503 before and while draining",
+            responses={503: {"model": ErrorBody, "description": "loading, nothing loaded, or draining"}})
+async def readyz(request: Request) -> Response:
+    state = _state(request)
+    if state.ready:
+        return _json({"status": "ready"})
+    reason = "draining" if state.draining else "loading" if not state.loaded else "no model loaded"
+    raise Unavailable(f"not ready: {reason}", 1)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}})
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,171 @@
+"""Request and response models, the error body included. They document the API in OpenAPI; the hot path parses
+bodies with orjson and numpy (service/codecs.py) and never validates through these models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# One image: 784 numbers in [0, 1], 28 rows of 28 numbers, or a base64 PNG (28x28, grayscale or colour).
+Image = list[float] | list[list[float]] | str
+_PIXELS = [0.0] * 784
+_PNG_28 = "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAHElEQVR42mNgGEqAEZnzH02ACZ/OUcnBKDm0AACmWAEg+yGwAgAAAABJRU5ErkJggg=="  # a "1"
+
+
+def _example(**example: Any) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+class EncodeRequest(BaseModel):
+    """Also accepted: `Content-Type: application/x-npy`, an (N, 28, 28) or (N, 784) array, uint8 or float32."""
+
+    model_config = _example(images=[_PIXELS])
+    images: list[Image] = Field(description="1 to MAX_ITEMS_PER_REQUEST images, formats may be mixed")
+
+
+class DecodeRequest(BaseModel):
+    """Also accepted: `Content-Type: application/x-npy`, a float32 (N, K) array."""
+
+    model_config = _example(latents=[[0.0, 0.0], [1.0, -0.5]])
+    latents: list[list[float]] = Field(description="rows of the model's latent_dim numbers")
+
+
+class ReconstructRequest(BaseModel):
+    """With an application/x-npy body (images as for /encode), `sample` and `seed` are query parameters."""
+
+    model_config = _example(images=[_PNG_28], sample=True, seed=7)
+    images: list[Image]
+    sample: bool = Field(False, description="draw z from the posterior instead of taking its mean")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="seed of the posterior noise; random when null")
+
+
+class SampleRequest(BaseModel):
+    model_config = _example(n=16, seed=0)
+    n: int = Field(16, ge=1, description="how many draws, at most MAX_ITEMS_PER_REQUEST")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the same seed gives the same result")
+
+
+class Served(BaseModel):
+    model: str = Field(description="the model that served the request")
+    version: int = Field(description="its version")
+
+
+class EncodeResponse(Served):
+    model_config = _example(model="vae", version=1, mean=[[0.12, -1.3]], scale=[[0.05, 0.07]])
+    mean: list[list[float]] = Field(description="posterior means, (N, K)")
+    scale: list[list[float]] | None = Field(description="posterior standard deviations, (N, K); null for an AE")
+
+
+class DecodeResponse(Served):
+    model_config = _example(model="vae", version=1, images=[[0.0] * 784])
+    images: list[list[float]] = Field(description="pixel means in [0, 1], (N, 784)")
+
+
+class ReconstructResponse(Served):
+    images: list[list[float]]
+    mean: list[list[float]]
+    scale: list[list[float]] | None
+
+
+class SampleResponse(Served):
+    latents: list[list[float]] = Field(description="draws from the prior, (n, K)")
+    images: list[list[float]] = Field(description="their decoded pixel means, (n, 784)")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: str = Field(description="ppca, ae or vae")
+    latent_dim: int
+    versions: list[int]
+    default_version: int
+    default: bool = Field(description="whether requests without ?model= go to this model")
+
+
+class RefusedVersion(BaseModel):
+    name: str
+    version: int
+    reason: str
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+    default_model: str
+    refused: list[RefusedVersion] = Field(description="versions whose manifest or checksums failed")
+
+
+class ModelDetail(BaseModel):
+    name: str
+    default_version: int | None
+    versions: list[dict[str, Any]] = Field(description="the manifest.json of each loaded version")
+    refused: list[RefusedVersion]
+
+
+class VersionRef(BaseModel):
+    name: str
+    version: int
+
+
+class ReloadResponse(BaseModel):
+    loaded: list[VersionRef]
+    dropped: list[VersionRef]
+    refused: list[RefusedVersion]
+    serving: dict[str, int] = Field(description="each model's default version after the reload")
+
+
+class Status(BaseModel):
+    status: str
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="what went wrong, for people")
+    type: str = Field(description="a stable machine-readable kind, e.g. invalid_input")
+
+
+def _error(status: int, type_: str, detail: str, headers: dict | None = None) -> dict:
+    response: dict = {
+        "model": ErrorBody,
+        "content": {"application/json": {"example": {"detail": detail, "type": type_}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+AUTH_ERRORS = {401: _error(401, "unauthorized", "missing or invalid API key; send 'Authorization: Bearer <key>'")}
+INFERENCE_ERRORS = {
+    **AUTH_ERRORS,
+    404: _error(404, "unknown_model", "model 'vea' is not loaded; loaded models: ae, pca, vae"),
+    413: _error(413, "payload_too_large", "2000 images exceed the limit of 1024 per request"),
+    415: _error(415, "unsupported_media_type", "content type 'text/plain' is not supported"),
+    422: _error(422, "invalid_input", "each of the images must be 784 numbers or 28 rows of 28 numbers"),
+    500: _error(500, "internal", "internal"),
+    503: _error(503, "overloaded", "queue full (4096 items waiting, bound 4096); retry later", _RETRY_AFTER),
+    504: _error(504, "timeout", "request waited longer than 10 s"),
+}
+
+
+def request_body(model: type[BaseModel], npy: str | None) -> dict:
+    """`openapi_extra` documenting a body that the handler reads itself (JSON, and .npy where `npy` says how)."""
+    content: dict = {"application/json": {"schema": model.model_json_schema()}}
+    if npy:
+        content["application/x-npy"] = {"schema": {"type": "string", "format": "binary", "description": npy}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+QUERY_PARAMETERS = [
+    {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "model name; default LATENTSERVE_DEFAULT_MODEL"},
+    {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+     "description": "model version; default the highest loaded"},
+]
+
+
+def image_replies(model: type[BaseModel]) -> dict:
+    """The 200 reply of an endpoint returning images: JSON, or a PNG grid / a float32 (N, 784) .npy by Accept."""
+    return {200: {"model": model, "content": {
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+    }, "description": "JSON by default; `Accept: image/png` gives one PNG grid, `application/x-npy` the images "
+                      "as float32 (N, 784). Non-JSON replies carry X-Model and X-Model-Version headers."}}

@@ -1,0 +1,35 @@
+"""The service's configuration: one Settings class read from LATENTSERVE_* environment variables, built once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; tests pass their own, `create_app()` without one reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LATENTSERVE_", frozen=True)
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    artifacts_dir: Path = Path("artifacts")
+    # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+    default_model: str = "vae"
+    # Items per forward pass; requests larger than this are split across passes.
+    max_batch_size: int = Field(256, ge=1, le=65536)
+    # How long the first queued item may wait for company, and only while more work is known to be on its way.
+    max_batch_delay_ms: float = Field(2.0, ge=0, le=1000)
+    # Bound on the items waiting in each (model, version, operation) queue; beyond it requests get 503.
+    max_queue_items: int = Field(4096, ge=1)
+    request_timeout_s: float = Field(10.0, gt=0)
+    max_items_per_request: int = Field(1024, ge=1)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Unset: no authentication. Set: every endpoint but /healthz, /readyz and /metrics needs `Bearer <key>`.
+    api_key: str | None = None
+    # Intra-op threads of torch; 0 takes the cores this process may run on.
+    torch_threads: int = Field(0, ge=0)
+    log_level: str = "info"

@@ -1,0 +1,111 @@
+"""Everything one app instance owns at run time, created in `create_app` (cheap) and started by the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from service.batcher import Activity, BatchConfig, ComputeThread
+from service.device import Placement, configure_threads, resolve_device
+from service.metrics import Metrics
+from service.registry import Registry
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    activity: Activity = field(default_factory=Activity)
+    registry: Registry | None = None
+    compute: ComputeThread | None = None
+    initial_load: asyncio.Task | None = None
+    loaded: bool = False
+    draining: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded and not self.draining and self.registry is not None and len(self.registry) > 0
+
+    def batch_config(self) -> BatchConfig:
+        s = self.settings
+        return BatchConfig(s.max_batch_size, s.max_batch_delay_ms / 1000.0, s.max_queue_items, s.request_timeout_s)
+
+    async def start(self) -> None:
+        """Picks the device (refusing to start on a bad one), then loads and warms the artifacts in the background."""
+        device = resolve_device(self.settings.device)
+        threads = configure_threads(self.settings.torch_threads)
+        placement = Placement(device)
+        self.compute = ComputeThread(self.activity, name="compute")
+        self.registry = Registry(
+            self.settings.artifacts_dir, self.settings.default_model, placement, self.compute, self.activity,
+            self.batch_config(), self.metrics,
+        )
+        log.info("latentserve on %s (%d torch threads), artifacts from %s", device, threads, self.settings.artifacts_dir)
+        self.initial_load = asyncio.get_running_loop().create_task(self._load())
+
+    async def _load(self) -> None:
+        try:
+            report = await self.registry.reload()
+        except Exception:
+            log.exception("loading the artifacts failed; /readyz stays 503 until POST /admin/reload succeeds")
+            return
+        self.loaded = True
+        self.update_ready()
+        if not len(self.registry):
+            log.warning("no usable artifacts under %s; /readyz answers 503 until POST /admin/reload finds some",
+                        self.settings.artifacts_dir)
+        elif self.settings.default_model not in self.registry.models:
+            log.warning("default model %r is not among the loaded ones (%s)", self.settings.default_model,
+                        ", ".join(report["serving"]))
+        else:
+            log.info("ready: serving %s", ", ".join(f"{n}/{v}" for n, v in report["serving"].items()))
+
+    def update_ready(self) -> None:
+        self.metrics.ready.set(1 if self.ready else 0)
+
+    def drain(self) -> None:
+        """Readiness turns 503 at once; requests already received still finish."""
+        if not self.draining:
+            log.info("draining: /readyz now answers 503, in-flight requests finish")
+        self.draining = True
+        self.update_ready()
+
+    async def stop(self) -> None:
+        self.drain()
+        if self.initial_load is not None and not self.initial_load.done():
+            self.initial_load.cancel()
+        if self.registry is not None:
+            await self.registry.close()
+        if self.compute is not None:
+            await asyncio.to_thread(self.compute.shutdown)
+
+
+def hook_signals(state: ServiceState) -> dict:
+    """Chains a handler in front of the server's SIGTERM/SIGINT handlers that flips readiness first."""
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        before = signal.getsignal(sig)
+
+        def handler(signum, frame, before=before):
+            state.drain()
+            if callable(before):
+                before(signum, frame)
+            elif before == signal.SIG_DFL:
+                raise SystemExit(128 + signum)
+
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread: the server owns signals there
+            return previous
+        previous[sig] = before
+    return previous
+
+
+def unhook_signals(previous: dict) -> None:
+    for sig, before in previous.items():
+        signal.signal(sig, before)

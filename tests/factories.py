@@ -1,0 +1,66 @@
+"""Tiny artifacts for the service's tests, written with lvm.write_artifact: a PPCA with a random orthonormal W and
+AE/VAE networks with random weights and small hidden widths. Built once per test session, in a temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import lvm
+from lvm.networks import INPUT_DIM, MLPModel, PPCA, architecture_for
+
+LATENT_DIM = 2
+HIDDEN = [32, 16]
+
+
+def _manifest(kind: str, hidden: list[int] | None) -> dict:
+    return {
+        "likelihood": "gaussian" if kind == "ppca" else "bernoulli",
+        "architecture": architecture_for(kind, LATENT_DIM, hidden),
+        "training": {"note": "random weights for tests"},
+        "data": {"dataset": "none"},
+        "metrics": {},
+        "software": {"torch": torch.__version__},
+    }
+
+
+def ppca(seed: int = 0) -> PPCA:
+    g = torch.Generator().manual_seed(seed)
+    W, _ = torch.linalg.qr(torch.randn(INPUT_DIM, LATENT_DIM, generator=g))  # orthonormal columns
+    mu = torch.rand(INPUT_DIM, generator=g) * 0.5
+    return PPCA(W * 3.0, mu, torch.tensor(0.05))
+
+
+def mlp(kind: str, seed: int = 0) -> MLPModel:
+    torch.manual_seed(seed)
+    return MLPModel(kind, LATENT_DIM, HIDDEN)
+
+
+def write(root: Path, name: str, kind: str, seed: int = 0) -> Path:
+    """Writes the next version of `name` (a random model of `kind`) under root and returns its folder."""
+    model = ppca(seed) if kind == "ppca" else mlp(kind, seed)
+    return lvm.write_artifact(root, name, model, _manifest(kind, None if kind == "ppca" else HIDDEN))
+
+
+def write_defaults(root: Path) -> Path:
+    """pca/1, ae/1 and vae/1, as the committed artifacts are named."""
+    write(root, "pca", "ppca")
+    write(root, "ae", "ae")
+    write(root, "vae", "vae")
+    return root
+
+
+@pytest.fixture(scope="session")
+def artifacts_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_defaults(tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture
+def artifacts_dir(artifacts_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's artifacts that a test may change (reload tests add and break versions)."""
+    target = tmp_path / "artifacts"
+    shutil.copytree(artifacts_template, target)
+    return target
