@@ -40,6 +40,7 @@ class Reset(list):
 
 _ComposeLoader.add_constructor("!reset", lambda loader, node: Reset())
 
+
 def _load(path):
     return yaml.load(path.read_text(), Loader=_ComposeLoader)
 

@@ -226,3 +226,10 @@ def test_healthcheck_probes_healthz_and_fails_on_error(dockerfile):
     assert healthcheck_exit_code(command, 200) == 0
     assert healthcheck_exit_code(command, 503) != 0
     assert set(opts) >= {"interval", "timeout", "start-period"}
+
+
+def test_the_app_has_the_paths_the_deploy_files_probe():
+    from service.app import app
+
+    paths = set(app.openapi()["paths"])
+    assert {"/healthz", "/readyz", "/metrics", "/admin/reload"} <= paths
