@@ -1,0 +1,84 @@
+"""`python -m training fit ...` trains one model and prints the new artifact's path (the last line of stdout);
+`python -m training evaluate PATH` recomputes its test figures and prints them as JSON. Progress goes to stderr.
+Bad input or data ends in one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from lvm.artifact import ArtifactError
+from training.config import CONFIGS
+from training.data import DataError
+
+EXIT_USAGE = 2
+DEFAULT_NAMES = {"ppca": "pca", "ae": "ae", "vae": "vae"}
+# Flags that map onto config fields; a flag left out keeps the config's default (the recipe of the defaults).
+_CONFIG_FLAGS = {
+    "latent_dim": int, "hidden": int, "activation": str, "epochs": int, "batch_size": int, "lr": float,
+    "final_lr_ratio": float, "seed": int, "valid_size": int, "num_threads": int, "device": str,
+    "kl_warmup_epochs": int, "iwae_samples": int, "iwae_images": int,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("fit", help="train one model and write it as the next version of NAME")
+    fit.add_argument("--kind", required=True, choices=sorted(CONFIGS))
+    fit.add_argument("--name", help="artifact name (default: pca, ae or vae after the kind)")
+    fit.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
+    fit.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
+    for flag, kind in _CONFIG_FLAGS.items():
+        option = "--" + flag.replace("_", "-")
+        if flag == "hidden":
+            fit.add_argument(option, type=int, nargs="+", help="hidden layer widths, e.g. --hidden 512 256")
+        else:
+            fit.add_argument(option, type=kind, help="default: see docs/training.md")
+    evaluate = commands.add_parser("evaluate", help="recompute the test figures of an artifact version")
+    evaluate.add_argument("path", type=Path)
+    evaluate.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
+    evaluate.add_argument("--test-images", type=int, help="use only the first N test images")
+    return parser
+
+
+def make_config(args: argparse.Namespace):
+    """The kind's config from its defaults and the flags given; a flag that the kind does not take is an error."""
+    config_class = CONFIGS[args.kind]
+    known = {f.name for f in fields(config_class)}
+    given = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        raise ValueError(f"kind {args.kind!r} does not take {flags}")
+    return config_class(**given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from training import pipeline
+
+        if args.command == "fit":
+            config = make_config(args)
+            path = pipeline.fit_and_export(args.kind, config, args.data_dir, args.artifacts_dir,
+                                           args.name or DEFAULT_NAMES[args.kind])
+            print(path)
+        else:
+            if args.test_images is not None and args.test_images < 1:
+                raise ValueError(f"--test-images must be at least 1, got {args.test_images}")
+            print(json.dumps(pipeline.evaluate_artifact(args.path, args.data_dir, args.test_images), indent=2))
+    except (DataError, ArtifactError, ValueError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted; no artifact was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The PNGs in an artifact's report/ folder: the test set in latent space, reconstructions beside originals, random
+samples and, for 2-D models, the decoded latent grid. Matplotlib with the Agg backend; fixed seeds throughout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from lvm.networks import LatentModel  # noqa: E402
+
+_SEED = 0
+_ERRORBAR_POINTS = 300  # error bars on every one of 10,000 points would hide the map
+
+
+def write_report(model: LatentModel, x: Tensor, y: Tensor, folder: Path) -> list[Path]:
+    """Writes the report PNGs for the test images x (N, 784) with labels y into folder; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        paths = [latent_map(model, x, y, folder / "latent.png"),
+                 reconstructions(model, x, folder / "reconstructions.png"),
+                 samples(model, folder / "samples.png")]
+        if model.latent_dim == 2:
+            paths.append(manifold(model, folder / "manifold.png"))
+    return paths
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def latent_map(model: LatentModel, x: Tensor, y: Tensor, path: Path) -> Path:
+    """Posterior means of x coloured by digit (first two dimensions), with ±1 sd bars on a subset where there is one."""
+    z_loc, z_scale = model.encode(x)
+    dims = min(2, model.latent_dim)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    zy = z_loc[:, 1] if dims == 2 else torch.zeros(len(z_loc))
+    points = ax.scatter(z_loc[:, 0], zy, c=y, cmap="tab10", s=2, alpha=0.6, vmin=-0.5, vmax=9.5)
+    if z_scale is not None:
+        n = min(_ERRORBAR_POINTS, len(x))
+        ax.errorbar(z_loc[:n, 0], zy[:n], xerr=z_scale[:n, 0], yerr=z_scale[:n, 1] if dims == 2 else None,
+                    fmt="none", ecolor="black", elinewidth=0.4, alpha=0.4)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]" if dims == 2 else "")
+    note = f" (first 2 of {model.latent_dim} dims)" if model.latent_dim > 2 else ""
+    ax.set_title(f"{model.kind}: test set in latent space{note}")
+    return _save(fig, path)
+
+
+def _image_grid(images: Tensor, rows: int, cols: int) -> Tensor:
+    """(rows*cols, 784) -> one (rows*28, cols*28) picture."""
+    return images.reshape(rows, cols, 28, 28).permute(0, 2, 1, 3).reshape(rows * 28, cols * 28)
+
+
+def _show(picture: Tensor, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(picture.shape[1] / 40, picture.shape[0] / 40 + 0.4))
+    ax.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.axis("off")
+    return _save(fig, path)
+
+
+def reconstructions(model: LatentModel, x: Tensor, path: Path, n: int = 10) -> Path:
+    """Rows of originals and, below each, its reconstruction from the posterior mean."""
+    originals = x[: 2 * n]
+    rebuilt = model.reconstruct(originals, torch.zeros(len(originals), model.latent_dim))[0]
+    rows = torch.stack([originals[:n], rebuilt[:n], originals[n:], rebuilt[n:]]).reshape(-1, 784)
+    return _show(_image_grid(rows, 4, n), f"{model.kind}: originals (rows 1, 3) and reconstructions", path)
+
+
+def samples(model: LatentModel, path: Path, n: int = 10) -> Path:
+    """n x n images decoded from random draws of the prior."""
+    eps = torch.randn(n * n, model.latent_dim, generator=torch.Generator().manual_seed(_SEED))
+    return _show(_image_grid(model.sample(eps)[1], n, n), f"{model.kind}: random samples from the prior", path)
+
+
+def manifold(model: LatentModel, path: Path, n: int = 20) -> Path:
+    """The decoded grid of a 2-D latent space at the prior's quantiles 5% ... 95% along each axis."""
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+    # Rows go from high z[1] at the top to low at the bottom, as on a plot's y axis.
+    eps = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)
+    z = model.prior_loc + eps @ model.prior_scale_tril.T
+    return _show(_image_grid(model.decode(z), n, n), f"{model.kind}: decoded latent grid", path)
