@@ -13,8 +13,6 @@ import sys
 import threading
 import tomllib
 
-import pytest
-
 from tests.deploy.conftest import (
     APP_PORT,
     DOCKERFILE,
@@ -164,7 +162,8 @@ def test_dependencies_are_installed_before_the_source_is_copied(dockerfile):
     order = [(i.keyword, i.args) for i in builder.instructions]
     install_deps = next(n for n, (k, a) in enumerate(order) if k == "RUN" and "pip install -r" in a)
     first_source = next(n for n, (k, a) in enumerate(order) if k == "COPY" and a.split()[0] in {"lvm/", "service/"})
-    install_project = next(n for n, (k, a) in enumerate(order) if k == "RUN" and a.rstrip().endswith("install --no-deps ."))
+    install_project = next(n for n, (k, a) in enumerate(order)
+                           if k == "RUN" and a.rstrip().endswith("install --no-deps ."))
     assert install_deps < first_source < install_project
     assert not list(ROOT.glob("requirements*.txt")), "pyproject.toml is the one list of dependencies"
 
