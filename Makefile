@@ -32,5 +32,9 @@ train: $(STAMP)
 	$(PY) -m training fit --kind ae   --name ae  --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind vae  --name vae --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 
+# The container and Kubernetes checks alone (hadolint, Compose schema, Kubernetes schemas).
+lint-deploy: $(STAMP)
+	$(PY) -m pytest -q tests/deploy
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
