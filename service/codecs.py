@@ -135,6 +135,8 @@ def images_from_json(value: object, max_items: int) -> np.ndarray:
     """(N, 784) float32 in [0, 1] from a JSON list of images (numbers, rows, or base64 PNGs, mixed freely)."""
     if not isinstance(value, list):
         raise InvalidInput("'images' must be a list of images")
+    if value and isinstance(value[0], (int, float)):
+        raise InvalidInput("'images' must be a list of images; got a single image, wrap it in a list")
     check_count(len(value), max_items, "images")
     if any(isinstance(item, str) for item in value):
         x = np.stack([_one_image(item, i) for i, item in enumerate(value)])

@@ -1,0 +1,47 @@
+"""An app per test over a private copy of the tiny artifacts, driven through httpx's ASGI transport with its
+lifespan started (models loaded and warm before the first request)."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+from tests.factories import artifacts_dir, artifacts_template  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def serve(artifacts_dir, **overrides):
+    settings = Settings(artifacts_dir=artifacts_dir, max_batch_size=64, max_items_per_request=64, **overrides)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.service.initial_load
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            client.app = app
+            yield client
+
+
+@pytest.fixture
+async def client(artifacts_dir):
+    async with serve(artifacts_dir) as c:
+        yield c
+
+
+def block(client, model: str = "vae", version: int = 1, op: str = "encode") -> threading.Event:
+    """Makes one batcher's function wait for the returned event (set it to let batches through)."""
+    batcher = client.app.state.service.registry.get(model, version).batchers[op]
+    gate, inner = threading.Event(), batcher.fn
+
+    def gated(parts):
+        gate.wait(30)
+        return inner(parts)
+
+    batcher.fn = gated
+    return gate

@@ -1,0 +1,36 @@
+"""With an API key every endpoint but the probes and /metrics needs the bearer token."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import serve
+
+pytestmark = pytest.mark.anyio
+KEY = "s3cret-key"
+
+
+@pytest.fixture
+async def secured(artifacts_dir):
+    async with serve(artifacts_dir, api_key=KEY) as c:
+        yield c
+
+
+@pytest.mark.parametrize("headers", [{}, {"authorization": "Bearer wrong"}, {"authorization": KEY},
+                                     {"authorization": f"Basic {KEY}"}])
+@pytest.mark.parametrize("method, path", [("post", "/encode"), ("get", "/models"), ("post", "/admin/reload"),
+                                          ("get", "/openapi.json"), ("get", "/nope")])
+async def test_missing_or_wrong_key_gets_401(secured, headers, method, path):
+    r = await getattr(secured, method)(path, headers=headers)
+    assert r.status_code == 401
+    assert r.json()["type"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_right_key_is_served_and_probes_are_open(secured):
+    r = await secured.post("/encode", json={"images": [[0.0] * 784]}, headers={"authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await secured.get(path)).status_code == 200
+    assert 'latentserve_rejections_total{reason="unauthorized"}' not in (await secured.get("/metrics")).text
+    await secured.get("/models")
+    assert 'latentserve_rejections_total{reason="unauthorized"} 1.0' in (await secured.get("/metrics")).text

@@ -1,0 +1,53 @@
+"""Hot reload: a new version is warmed and becomes the default, a corrupt one is refused and reported, a removed
+one is dropped, and requests in flight are not disturbed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from tests import factories
+from tests.api.conftest import block
+
+pytestmark = pytest.mark.anyio
+ONE = {"images": [[0.5] * 784]}
+
+
+async def test_new_version_becomes_the_default_and_old_ones_keep_serving(client, artifacts_dir):
+    factories.write(artifacts_dir, "vae", "vae", seed=9)
+    report = (await client.post("/admin/reload")).json()
+    assert report["loaded"] == [{"name": "vae", "version": 2}] and report["serving"]["vae"] == 2
+    assert (await client.post("/encode", json=ONE)).json()["version"] == 2
+    old = await client.post("/encode?version=1", json=ONE)
+    assert old.status_code == 200 and old.json()["version"] == 1
+
+
+async def test_corrupt_version_is_refused_reported_and_the_rest_serve(client, artifacts_dir):
+    corrupt = factories.write(artifacts_dir, "vae", "vae", seed=3)
+    (corrupt / "weights.safetensors").write_bytes(b"\0" * 64)
+    report = (await client.post("/admin/reload")).json()
+    assert [(r["name"], r["version"]) for r in report["refused"]] == [("vae", 2)]
+    assert "SHA-256" in report["refused"][0]["reason"]
+    listing = (await client.get("/models")).json()
+    assert listing["refused"][0]["version"] == 2
+    assert (await client.get("/models/vae")).json()["refused"][0]["version"] == 2
+    r = await client.post("/encode", json=ONE)
+    assert r.status_code == 200 and r.json()["version"] == 1
+    assert (await client.post("/encode?version=2", json=ONE)).status_code == 404
+
+
+async def test_removed_version_is_dropped_after_its_queued_work(client, artifacts_dir):
+    gate = block(client, "pca", 1, "decode")
+    in_flight = asyncio.create_task(client.post("/decode?model=pca", json={"latents": [[0.0, 0.0]]}))
+    while client.app.state.service.activity.computing == 0:
+        await asyncio.sleep(0.01)
+    shutil.rmtree(artifacts_dir / "pca")
+    reload = asyncio.create_task(client.post("/admin/reload"))
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert (await in_flight).status_code == 200
+    assert (await reload).json()["dropped"] == [{"name": "pca", "version": 1}]
+    assert (await client.post("/decode?model=pca", json={"latents": [[0.0, 0.0]]})).status_code == 404
+    assert 'model="pca"' not in (await client.get("/metrics")).text

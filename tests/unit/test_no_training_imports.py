@@ -1,0 +1,17 @@
+"""The service must run without the training stack: importing it may not pull in pyro or training/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_service_app_imports_neither_pyro_nor_training():
+    code = (
+        "import sys, service.app\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pyro', 'training'))\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"service.app imported {result.stdout.strip()} {result.stderr[-2000:]}"
