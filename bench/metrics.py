@@ -26,26 +26,71 @@ def histogram_totals(text: str, name: str) -> tuple[float, float]:
     return total_sum, total_count
 
 
-class BatchSizeMeter:
-    """Mean batch size between start() and stop(); None when the service exposes no such histogram."""
+def counts_by_label(text: str, name: str, label: str) -> dict[str, float]:
+    """Counter `name` summed by the value of one label, e.g. requests by status."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        for pair in metric[len(name) + 1:-1].split(","):
+            key, _, val = pair.partition("=")
+            if key == label:
+                out[val.strip('"')] = out.get(val.strip('"'), 0.0) + float(value)
+    return out
+
+
+class ScenarioMeter:
+    """Between start() and stop(): mean items per forward pass (None without the histogram) and responses by status
+    as the service counted them (how the non-2xx that wrk only counts split into 503, 504, ...)."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        self._start: tuple[float, float] | None = None
+        self._start: str | None = None
 
     def start(self) -> None:
-        self._start = self._read()
+        self._start = self._text()
 
-    def stop(self) -> float | None:
-        end = self._read()
+    def stop(self) -> tuple[float | None, dict[str, int]]:
+        end = self._text()
         if self._start is None or end is None:
-            return None
-        items, passes = end[0] - self._start[0], end[1] - self._start[1]
-        return items / passes if passes else None
+            return None, {}
+        (s0, n0), (s1, n1) = (histogram_totals(t, "latentserve_batch_size") for t in (self._start, end))
+        before = counts_by_label(self._start, "latentserve_requests_total", "status")
+        after = counts_by_label(end, "latentserve_requests_total", "status")
+        statuses = {k: int(v - before.get(k, 0.0)) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+        return ((s1 - s0) / (n1 - n0) if n1 > n0 else None), statuses
 
-    def _read(self) -> tuple[float, float] | None:
+    def _text(self) -> str | None:
         try:
-            totals = histogram_totals(fetch(self.base_url), "latentserve_batch_size")
+            return fetch(self.base_url)
         except OSError:
             return None
-        return totals if totals[1] else (0.0, 0.0)
+
+
+def histogram_buckets(text: str, name: str, match: dict[str, str]) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound -> count) of histogram `name`, summed over the label sets that have
+    every label in `match`."""
+    out: dict[float, float] = {}
+    prefix = name + "_bucket{"
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        metric, _, value = line.rpartition(" ")
+        labels = dict(pair.split("=", 1) for pair in metric[len(prefix):-1].split(","))
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        if all(labels.get(k) == v for k, v in match.items()):
+            le = float(labels["le"])
+            out[le] = out.get(le, 0.0) + float(value)
+    return out
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile q of the observations made between two scrapes (seconds);
+    an upper estimate, as coarse as the buckets."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    target = q * counts[-1]
+    return next(b for b, c in zip(bounds, counts) if c >= target)

@@ -53,7 +53,8 @@ def checks(run: dict) -> list[dict]:
                 f"{best['images_per_s']:.0f}/s at c={best['concurrency']} = {best['ratio']:.2f} x",
                 best["ratio"] >= target)
     measured = [r for r in rows if r["batching"] in ("on", "-")]
-    bad = [f"{r['scenario']} c={r['concurrency']}" for r in measured if r["errors"]]
+    bad = [f"{r['scenario']} c={r['concurrency']}" + (f" {r['statuses']}" if r.get("statuses") else "")
+           for r in measured if r["errors"]]
     add("zero errors / non-2xx (floor and batching on)", "none" if not bad else ", ".join(bad), not bad)
     return out
 

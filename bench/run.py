@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import artifacts, bodies, machine
-from bench.metrics import BatchSizeMeter
+from bench.metrics import ScenarioMeter
 from bench.scenarios import BY_NAME, FLOORS, SCENARIOS, Scenario, probe
 from bench.server import REPO, Server
 from bench.wrk import run_wrk
@@ -83,14 +83,15 @@ def _serve_and_measure(app: str, env: dict, scenarios: list[Scenario], batching:
                 url = server.url + scenario.path
                 if cfg.warmup_s > 0:
                     run_wrk(url, body_files[scenario.body], c, cfg.warmup_s, cores, **kw)
-                meter = BatchSizeMeter(server.url) if app != FLOOR_APP else None
+                meter = ScenarioMeter(server.url) if app != FLOOR_APP else None
                 if meter:
                     meter.start()
                 result = run_wrk(url, body_files[scenario.body], c, cfg.duration_s, cores,
                                  server_cpu_s=server.cpu_s, **kw)
+                mean_batch, statuses = meter.stop() if meter else (None, {})
                 row = {"scenario": scenario.name, "title": scenario.title, "batching": batching,
                        "items": scenario.items, "images_per_s": result.req_per_s * scenario.items,
-                       "mean_batch": meter.stop() if meter else None, "probe": answer, **result.to_dict(),
+                       "mean_batch": mean_batch, "statuses": statuses, "probe": answer, **result.to_dict(),
                        "errors": result.errors}
                 rows.append(row)
                 cfg.log(f"[bench] {scenario.name:16s} batching {batching:3s} c={c:<3d} {result.req_per_s:9.1f} req/s "

@@ -17,7 +17,8 @@ LUA_DIR = Path(__file__).resolve().parent / "lua"
 
 @dataclass
 class LoadResult:
-    """What one wrk run measured. Latencies in ms; cpu fractions are of one core (1.0 = one core saturated)."""
+    """What one wrk run measured. req_per_s counts 2xx answers only (requests counts all). Latencies in ms, over all
+    answers. load_cpu: wrk's CPU per thread (1.0 = its core saturated); server_cpu: the server's, in cores."""
 
     concurrency: int
     duration_s: float
@@ -32,13 +33,16 @@ class LoadResult:
     timeouts: int
     load_cpu: float
     server_cpu: float | None
+    raw: dict  # everything the script's done() printed
 
     @property
     def errors(self) -> int:
         return self.non2xx + self.socket_errors + self.timeouts
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("raw")
+        return d
 
 
 def wrk_path() -> str | None:
@@ -77,7 +81,7 @@ def run_wrk(url: str, body: Path, concurrency: int, duration_s: float, cores: Co
     duration = r["duration_us"] / 1e6
     return LoadResult(
         concurrency=concurrency, duration_s=round(duration, 3), requests=r["requests"],
-        req_per_s=r["requests"] / duration if duration else 0.0,
+        req_per_s=(r["requests"] - r["status"]) / duration if duration else 0.0,
         p50_ms=r["p50_us"] / 1e3, p90_ms=r["p90_us"] / 1e3, p99_ms=r["p99_us"] / 1e3, max_ms=r["max_us"] / 1e3,
         non2xx=r["status"], socket_errors=r["connect"] + r["read"] + r["write"], timeouts=r["timeout"],
-        load_cpu=(usage.ru_utime + usage.ru_stime) / wall / threads, server_cpu=server_cpu)
+        load_cpu=(usage.ru_utime + usage.ru_stime) / wall / threads, server_cpu=server_cpu, raw=r)
