@@ -1,0 +1,107 @@
+"""The real thing: `python -m service` (uvicorn) on a free loopback port over tiny artifacts. Concurrent requests
+are batched (seen in /metrics), and SIGTERM lets a request already in flight finish before the process exits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.factories import artifacts_template  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(artifacts: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "LATENTSERVE_HOST": "127.0.0.1", "LATENTSERVE_PORT": str(port),
+           "LATENTSERVE_ARTIFACTS_DIR": str(artifacts), "LATENTSERVE_MAX_BATCH_SIZE": "64",
+           "LATENTSERVE_TORCH_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server not ready in 60 s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def server(artifacts_template, tmp_path):
+    proc, url = start(artifacts_template, tmp_path / "server.log")
+    yield proc, url, tmp_path / "server.log"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def largest_batch(metrics: str) -> int:
+    """The upper bound of the highest non-empty latentserve_batch_size bucket of vae/encode."""
+    counts = {float(le): float(n) for le, n in re.findall(
+        r'latentserve_batch_size_bucket\{le="([0-9.]+)",model="vae",operation="encode",version="1"\} ([0-9.]+)',
+        metrics)}
+    total = max(counts.values(), default=0.0)
+    return int(min((le for le, n in counts.items() if n == total), default=0))
+
+
+async def test_concurrent_requests_are_batched(server):
+    _, url, _ = server
+    body = {"images": [np.random.default_rng(0).random(784).tolist()]}
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        for _ in range(20):
+            replies = await asyncio.gather(*(client.post("/encode", json=body) for _ in range(64)))
+            assert all(r.status_code == 200 for r in replies)
+            means = np.array([r.json()["mean"] for r in replies])
+            np.testing.assert_allclose(means, means[:1].repeat(64, axis=0), atol=1e-5)  # batching changes nothing
+            if largest_batch((await client.get("/metrics")).text) > 1:
+                break
+        assert largest_batch((await client.get("/metrics")).text) > 1
+
+
+async def test_sigterm_lets_the_request_in_flight_finish(server):
+    proc, url, log = server
+    sent_half = asyncio.Event()
+
+    async def slow_body():
+        yield b'{"images": [' + b",".join([b"[" + b",".join([b"0.5"] * 784) + b"]"] * 32)
+        sent_half.set()
+        await asyncio.sleep(1.0)  # SIGTERM arrives while the rest of the body is still on its way
+        yield b"]}"
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        request = asyncio.create_task(client.post("/reconstruct", content=slow_body(),
+                                                  headers={"content-type": "application/json"}))
+        await sent_half.wait()
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        reply = await request
+    assert reply.status_code == 200 and len(reply.json()["images"]) == 32
+    assert await asyncio.to_thread(proc.wait, 30) in (0, -signal.SIGTERM)
+    text = log.read_text()
+    assert "draining" in text and "Traceback" not in text
