@@ -38,3 +38,20 @@ lint-deploy: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Benchmark, soak and overload (bench/, docs/bench.md). Each starts its own pinned uvicorn process; wrk is needed.
+.PHONY: overload
+bench: $(STAMP)
+	$(PY) -m bench
+
+bench-smoke: $(STAMP)
+	$(PY) -m bench --smoke
+
+soak: $(STAMP)
+	$(PY) -m bench.soak --benchmarks-md BENCHMARKS.md
+
+soak-smoke: $(STAMP)
+	$(PY) -m bench.soak --duration 30 --warmup 3
+
+overload: $(STAMP)
+	$(PY) -m bench.overload --benchmarks-md BENCHMARKS.md

@@ -16,7 +16,7 @@ from bench.scenarios import SCENARIOS
 from bench.server import REPO
 from bench.wrk import wrk_path
 
-SMOKE = {"duration_s": 2.0, "warmup_s": 1.0, "concurrency": [16], "scenarios": ["encode-json", "encode-npy-1024"],
+SMOKE = {"duration_s": 2.0, "warmup_s": 1.0, "concurrency": [4], "scenarios": ["encode-json", "encode-npy-1024"],
          "batching": ["on"], "inprocess_time_s": 0.2}
 
 
@@ -26,7 +26,7 @@ def _env_pairs(items: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--smoke", action="store_true", help="CI mode: 2 scenarios, c=16, 2 s each, no BENCHMARKS.md")
+    p.add_argument("--smoke", action="store_true", help="CI mode: 2 scenarios, c=4, 2 s each, no BENCHMARKS.md")
     p.add_argument("--duration", type=float, help="seconds per figure (default 10)")
     p.add_argument("--warmup", type=float, help="seconds of warm-up before each figure (default 2)")
     p.add_argument("--concurrency", help="comma-separated (default 1,16,64)")
