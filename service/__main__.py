@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 
+from service.device import DeviceError, resolve_device
 from service.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        resolve_device(settings.device)  # refuse a bad device with one clear line, before uvicorn starts
+    except DeviceError as exc:
+        sys.exit(f"latentserve: {exc}")
     uvicorn.run(
         "service.app:app",
         host=settings.host,

@@ -83,3 +83,15 @@ def test_cuda_round_trip_matches_cpu():
     parts = [np.random.default_rng(0).random((5, 8), dtype=np.float32)]
     (out,) = placement.fetch([placement.stage(parts) * 2])
     np.testing.assert_allclose(out, parts[0] * 2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_service_refuses_to_start_on_missing_cuda_with_one_clear_line():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LATENTSERVE_DEVICE": "cuda", "LATENTSERVE_PORT": "1"}
+    result = subprocess.run([sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "CUDA is not available" in result.stderr and "Traceback" not in result.stderr
