@@ -46,6 +46,8 @@ def plot(run: dict, out: Path) -> Path:
         ax_p99.set_yscale("log")
         for ax in (ax_tp, ax_p99):
             ax.set_xscale("log", base=2)
+            conc = sorted({r["concurrency"] for r in rows})
+            ax.set_xticks(conc, [str(c) for c in conc])
             ax.set_xlabel("concurrency (connections)")
             ax.grid(True, alpha=0.3)
         ax_tp.set_ylim(bottom=0)
