@@ -28,9 +28,9 @@ class AEConfig:
     latent_dim: int = 2
     hidden: tuple[int, ...] = (512, 256)
     activation: str = "softplus"
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     final_lr_ratio: float = 0.01  # cosine decay, per epoch, from lr to lr * final_lr_ratio
     seed: int = 0
     valid_size: int = 5000
