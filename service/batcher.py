@@ -12,9 +12,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,21 +68,32 @@ class Activity:
     def busy(self) -> bool:
         return self.arriving > 0 or self.computing > 0
 
-    @contextmanager
-    def arrival(self) -> Iterator[None]:
-        """Wraps a handler from its start until its rows are queued (or it failed)."""
-        self.arriving += 1
-        try:
-            yield
-        finally:
-            self.arriving -= 1
-            if not self.busy:
-                self.notify()
+    def arrival(self) -> _Arrival:
+        """`with activity.arrival():` around a handler from its start until its rows are queued (or it failed)."""
+        return _Arrival(self)
 
     def notify(self) -> None:
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+class _Arrival:
+    """A class, not @contextmanager: this runs on every request."""
+
+    __slots__ = ("_activity",)
+
+    def __init__(self, activity: Activity) -> None:
+        self._activity = activity
+
+    def __enter__(self) -> None:
+        self._activity.arriving += 1
+
+    def __exit__(self, *exc: object) -> None:
+        activity = self._activity
+        activity.arriving -= 1
+        if not activity.arriving and not activity.computing:
+            activity.notify()
 
 
 class ComputeThread:

@@ -44,6 +44,8 @@ async def _receive(request: Request, state: ServiceState, allow_npy: bool = True
     if fmt == "npy" and not allow_npy:
         raise UnsupportedMediaType("this endpoint takes a JSON body only")
     body = await request.body()
+    if not request.scope["query_string"]:  # the common case: skip parsing an empty query string
+        return state.registry.get(None, None), body, fmt
     query = request.query_params
     return state.registry.resolve(query.get("model"), query.get("version")), body, fmt
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -55,6 +56,13 @@ class ServiceState:
             log.exception("loading the artifacts failed; /readyz stays 503 until POST /admin/reload succeeds")
             return
         self.loaded = True
+        # Move everything alive now (modules, models) out of the collector's sight: full collections then walk only
+        # request garbage instead of hundreds of thousands of long-lived objects (which showed as ~100 ms p99 spikes).
+        gc.collect()
+        gc.freeze()
+        # Requests make mostly acyclic garbage that reference counting frees; collect cycles less often than every
+        # 700 allocations (measured: +7% req/s for single-image /encode at concurrency 64).
+        gc.set_threshold(20_000, 10, 10)
         self.update_ready()
         if not len(self.registry):
             log.warning("no usable artifacts under %s; /readyz answers 503 until POST /admin/reload finds some",
