@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,30 +98,63 @@ class _Arrival:
 
 
 class ComputeThread:
-    """The one thread that runs forward passes on a device, so torch never runs on the event loop."""
+    """The one thread that runs forward passes on a device, so torch never runs on the event loop.
+
+    A bare thread and queue rather than a ThreadPoolExecutor: half the hand-off cost (measured 18 vs 37 us per call),
+    which a lone request pays in full.
+    """
+
+    _STOP = object()
 
     def __init__(self, activity: Activity, name: str = "compute") -> None:
         self._activity = activity
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
 
     async def run(self, fn: Callable, *args: object) -> tuple[object, float]:
         """fn(*args) in the thread, and its duration in seconds."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._activity.computing += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, _timed, fn, args)
+            self._jobs.put((loop, future, fn, args))
+            return await future
         finally:
             self._activity.computing -= 1
             if not self._activity.busy:
                 self._activity.notify()
 
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is self._STOP:
+                return
+            loop, future, fn, args = job
+            try:
+                start = time.perf_counter()
+                result = (fn(*args), time.perf_counter() - start)
+                error = None
+            except BaseException as exc:  # handed to the awaiting coroutine, never lost in this thread
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
+        """Stops the thread after the jobs already queued."""
+        self._jobs.put(self._STOP)
+        self._thread.join()
 
 
-def _timed(fn: Callable, args: tuple) -> tuple[object, float]:
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - start
+def _settle(future: asyncio.Future, result: object, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class Batcher:
