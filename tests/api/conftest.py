@@ -13,8 +13,6 @@ from service.app import create_app
 from service.settings import Settings
 from tests.factories import artifacts_dir, artifacts_template  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.anyio
-
 
 @asynccontextmanager
 async def serve(artifacts_dir, **overrides):
