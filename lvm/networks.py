@@ -134,7 +134,9 @@ class PPCA(LatentModel):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z_loc = (x - self.mu) @ self._encode_map
-        return z_loc, self._post_scale.expand_as(z_loc)
+        # The posterior scale is the same for every x; a real (B, K) array, not a broadcast view, so that callers
+        # may serialise or hand it on without copying first.
+        return z_loc, self._post_scale.expand_as(z_loc).contiguous()
 
     def decode(self, z: Tensor) -> Tensor:
         return (z @ self.W.T + self.mu).clamp(0.0, 1.0)

@@ -39,7 +39,7 @@ class Pending:
 class BatchConfig:
     max_batch_size: int = 256
     max_delay_s: float = 0.002
-    max_queue_items: int = 4096
+    max_queue_items: int = 65536
     timeout_s: float = 10.0
 
 
@@ -91,17 +91,22 @@ class Batcher:
         """Seconds the queue needs to drain at the measured cost per item (at least 1)."""
         return max(1, math.ceil(self.queued_items * self._seconds_per_item))
 
-    def put(self, x: np.ndarray) -> list[Pending]:
-        """Queues the rows of x (split into chunks of max_batch_size) at once, or refuses them with 503."""
+    def admit(self, n: int = 1) -> None:
+        """Refuses with 503 when n more items would overflow the queue. Handlers call it with n = 1 before they read
+        a body, so a full queue sheds load without spending the event loop on bodies it would refuse anyway."""
         if self._closing:
             raise Unavailable("this model version is being unloaded; retry", 1)
-        n = len(x)
         if self.queued_items + n > self.config.max_queue_items:
             self._observer.rejected("queue_full")
             raise Overloaded(
                 f"queue full ({self.queued_items} items waiting, bound {self.config.max_queue_items}); retry later",
                 self.retry_after_s(),
             )
+
+    def put(self, x: np.ndarray) -> list[Pending]:
+        """Queues the rows of x (split into chunks of max_batch_size) at once, or refuses them with 503."""
+        n = len(x)
+        self.admit(n)
         loop = asyncio.get_running_loop()
         now = loop.time()
         size = self.config.max_batch_size

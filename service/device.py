@@ -87,7 +87,7 @@ class Placement:
 
     def fetch(self, outputs: Sequence[Tensor]) -> tuple[np.ndarray, ...]:
         """Results as CPU numpy arrays (a blocking copy on CUDA, so the staged buffer is free again)."""
-        return tuple(t.detach().to("cpu").numpy() for t in outputs)
+        return tuple(t.detach().to("cpu").contiguous().numpy() for t in outputs)
 
     def move(self, module: torch.nn.Module) -> torch.nn.Module:
         return module.to(self.device)

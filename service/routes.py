@@ -38,16 +38,21 @@ def _extra(model, npy: str | None) -> dict:
     return {**request_body(model, npy), "parameters": QUERY_PARAMETERS}
 
 
-async def _receive(request: Request, state: ServiceState, allow_npy: bool = True) -> tuple[ServedModel, bytes, str]:
-    """The model asked for, the raw body and its format ('json' or 'npy'); 415 before the body is read."""
+async def _receive(
+    request: Request, state: ServiceState, op: str, allow_npy: bool = True
+) -> tuple[ServedModel, bytes, str]:
+    """The model asked for, the raw body and its format ('json' or 'npy'). 415, 404 and a full queue's 503 come
+    before the body is read."""
     fmt = codecs.body_format(request.headers.get("content-type"))
     if fmt == "npy" and not allow_npy:
         raise UnsupportedMediaType("this endpoint takes a JSON body only")
-    body = await request.body()
     if not request.scope["query_string"]:  # the common case: skip parsing an empty query string
-        return state.registry.get(None, None), body, fmt
-    query = request.query_params
-    return state.registry.resolve(query.get("model"), query.get("version")), body, fmt
+        served = state.registry.get(None, None)
+    else:
+        query = request.query_params
+        served = state.registry.resolve(query.get("model"), query.get("version"))
+    served.batchers[op].admit()
+    return served, await request.body(), fmt
 
 
 def _json(payload: dict) -> Response:
@@ -93,7 +98,7 @@ async def encode(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_items_per_request
     with state.activity.arrival():
-        served, body, fmt = await _receive(request, state)
+        served, body, fmt = await _receive(request, state, "encode")
         x = codecs.images_from_npy(body, limit) if fmt == "npy" else codecs.images_from_json(
             codecs.load_json(body).get("images"), limit)
         batcher = served.batchers["encode"]
@@ -109,7 +114,7 @@ async def decode(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_items_per_request
     with state.activity.arrival():
-        served, body, fmt = await _receive(request, state)
+        served, body, fmt = await _receive(request, state, "decode")
         k = served.latent_dim
         z = codecs.latents_from_npy(body, k, limit) if fmt == "npy" else codecs.latents_from_json(
             codecs.load_json(body).get("latents"), k, limit)
@@ -127,7 +132,7 @@ async def reconstruct(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_items_per_request
     with state.activity.arrival():
-        served, body, fmt = await _receive(request, state)
+        served, body, fmt = await _receive(request, state, "reconstruct")
         if fmt == "npy":
             x = codecs.images_from_npy(body, limit)
             sample, seed = _flag(request.query_params.get("sample")), _query_seed(request)
@@ -158,7 +163,7 @@ def _query_seed(request: Request) -> int:
 async def sample(request: Request) -> Response:
     state = _state(request)
     with state.activity.arrival():
-        served, body, _ = await _receive(request, state, allow_npy=False)
+        served, body, _ = await _receive(request, state, "sample", allow_npy=False)
         obj = codecs.load_json(body) if body.strip() else {}
         n = obj.get("n", 16)
         if isinstance(n, bool) or not isinstance(n, int):

@@ -141,7 +141,7 @@ INFERENCE_ERRORS = {
     415: _error(415, "unsupported_media_type", "content type 'text/plain' is not supported"),
     422: _error(422, "invalid_input", "each of the images must be 784 numbers or 28 rows of 28 numbers"),
     500: _error(500, "internal", "internal"),
-    503: _error(503, "overloaded", "queue full (4096 items waiting, bound 4096); retry later", _RETRY_AFTER),
+    503: _error(503, "overloaded", "queue full (65536 items waiting, bound 65536); retry later", _RETRY_AFTER),
     504: _error(504, "timeout", "request waited longer than 10 s"),
 }
 

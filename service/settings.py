@@ -23,8 +23,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(256, ge=1, le=65536)
     # How long the first queued item may wait for company, and only while more work is known to be on its way.
     max_batch_delay_ms: float = Field(2.0, ge=0, le=1000)
-    # Bound on the items waiting in each (model, version, operation) queue; beyond it requests get 503.
-    max_queue_items: int = Field(4096, ge=1)
+    # Bound on the items waiting in each (model, version, operation) queue; beyond it requests get 503. 65,536 lets
+    # 64 clients each have a full 1,024-item request queued (about 200 MB of float32 images in an encode queue).
+    max_queue_items: int = Field(65536, ge=1)
     request_timeout_s: float = Field(10.0, gt=0)
     max_items_per_request: int = Field(1024, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)

@@ -41,6 +41,15 @@ async def test_encode_of_the_autoencoder_has_no_scale(client, artifacts_dir):
     np.testing.assert_allclose(r.json()["mean"], run(reference(artifacts_dir, "ae").encode, IMAGES)[0], atol=1e-5)
 
 
+async def test_encode_of_ppca_gives_one_posterior_scale_row_per_image(client, artifacts_dir):
+    r = await client.post("/encode?model=pca", json={"images": IMAGES.tolist()})
+    assert r.status_code == 200, r.text
+    z_loc, z_scale = run(reference(artifacts_dir, "pca").encode, IMAGES)
+    np.testing.assert_allclose(r.json()["mean"], z_loc, atol=1e-5)
+    np.testing.assert_allclose(r.json()["scale"], z_scale, atol=1e-6)
+    assert len(r.json()["scale"]) == len(IMAGES)
+
+
 @pytest.mark.parametrize("model", ["pca", "ae", "vae"])
 async def test_decode_matches_in_process_and_every_reply_type(client, artifacts_dir, model):
     z = np.array([[0.0, 0.0], [1.0, -2.0]], np.float32)

@@ -111,6 +111,22 @@ async def test_full_queue_gets_503_with_retry_after_then_recovers(artifacts_dir)
         assert 'latentserve_rejections_total{reason="queue_full"} 1.0' in (await client.get("/metrics")).text
 
 
+async def test_full_queue_refuses_before_reading_the_body(artifacts_dir):
+    async with serve(artifacts_dir, max_queue_items=4) as client:
+        gate = block(client)
+        first = asyncio.create_task(client.post("/encode", json={"images": IMAGES.tolist()}))
+        while client.app.state.service.activity.computing == 0:
+            await asyncio.sleep(0.01)
+        queued = asyncio.create_task(client.post("/encode", json={"images": ONE * 4}))
+        while client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items < 4:
+            await asyncio.sleep(0.01)
+        # Not even valid JSON: a 503 rather than a 422 shows the body was never parsed.
+        refused = await client.post("/encode", content=b"{not json", headers={"content-type": "application/json"})
+        assert refused.status_code == 503 and refused.json()["type"] == "overloaded"
+        gate.set()
+        assert (await first).status_code == 200 and (await queued).status_code == 200
+
+
 async def test_request_waiting_too_long_gets_504(artifacts_dir):
     async with serve(artifacts_dir, request_timeout_s=0.2) as client:
         gate = block(client)
