@@ -5,7 +5,7 @@ The defaults are the recipes that meet the quality bars of the committed K = 2 a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from lvm.networks import ACTIVATIONS
 

@@ -12,7 +12,7 @@ import torch
 
 import lvm
 from lvm.networks import LatentModel, architecture_for
-from training.config import AEConfig, PPCAConfig, VAEConfig
+from training.config import AEConfig, PPCAConfig
 from training.data import MNIST, load_mnist
 from training.metrics import classical_pca_mse, evaluate_model
 from training.report import write_report
