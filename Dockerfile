@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # latentserve: one image for GPU and CPU hosts. The default target serves the committed artifacts/ on port 8000;
-# `--target train` adds the `train` extra (Pyro) and runs `python -m training`. Why this base image: docs/deploy.md.
+# `--target train` adds the `train` extra (Pyro) and runs `python -m training`. Why this base image: README.md, Deploy.
 #
 #   docker build -t latentserve .
 #   docker run --gpus all -p 8000:8000 latentserve        # drop --gpus all on a host without a GPU
