@@ -1,12 +1,20 @@
 """Prometheus metrics, one registry per app (tests build many apps), and the pure-ASGI middleware that times every
-request. Label children are bound once and cached, so a request costs two dictionary lookups and two observations.
+request.
+
+The series touched on every request (request latency and count, queue wait, batch size, compute time, queue depth)
+are plain Python counters behind a custom collector: every observation happens on the event loop, so they need none
+of prometheus_client's per-observation locks, and a request costs a bisect and two additions. The client library
+still does the exposition format; the rarely touched series (rejections, loaded versions, readiness) are its own.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import BatchObserver
@@ -21,84 +29,140 @@ _ENDPOINTS = frozenset(
 # Client errors counted as rejections, by status; queue_full and timeout come from the batchers.
 _REJECTION_REASONS = {401: "unauthorized", 404: "not_found", 413: "too_large", 415: "unsupported_media_type",
                       422: "invalid"}
+_OP_LABELS = ("model", "version", "operation")
+
+
+class _Histogram:
+    """Bucket counts and a sum, observed from the event loop only (so without a lock)."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # Prometheus buckets are `value <= bound`
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def exposition(self) -> list[tuple[str, int]]:
+        """Cumulative (le, count) pairs, +Inf last."""
+        buckets, total = [], 0
+        for bound, n in zip((*map(str, map(float, self.bounds)), "+Inf"), self.counts):
+            total += n
+            buckets.append((bound, total))
+        return buckets
+
+
+class _QueueSeries:
+    """The per-(model, version, operation) series a batcher feeds."""
+
+    __slots__ = ("batch_size", "queue_wait", "compute", "depth")
+
+    def __init__(self) -> None:
+        self.batch_size = _Histogram(_BATCH_BUCKETS)
+        self.queue_wait = _Histogram(_LATENCY_BUCKETS)
+        self.compute = _Histogram(_LATENCY_BUCKETS)
+        self.depth = 0
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        op = ("model", "version", "operation")
-        self.requests = Counter("latentserve_requests", "HTTP requests", ("endpoint", "status"), registry=r)
-        self.latency = Histogram(
-            "latentserve_request_seconds", "HTTP request latency", ("endpoint", "status"), buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.batch_size = Histogram("latentserve_batch_size", "Items per forward pass", op, buckets=_BATCH_BUCKETS,
-                                    registry=r)
-        self.queue_wait = Histogram("latentserve_queue_wait_seconds", "Time from queueing to dispatch", op,
-                                    buckets=_LATENCY_BUCKETS, registry=r)
-        self.compute = Histogram("latentserve_compute_seconds", "Forward pass time per batch", op,
-                                 buckets=_LATENCY_BUCKETS, registry=r)
-        self.queue_items = Gauge("latentserve_queue_items", "Items waiting in a queue", op, registry=r)
         self.rejections = Counter("latentserve_rejections", "Requests refused, by reason", ("reason",), registry=r)
         self.loaded = Gauge("latentserve_model_loaded", "1 per loaded model version", ("model", "version", "kind"),
                             registry=r)
         self.ready = Gauge("latentserve_ready", "1 when /readyz answers 200", registry=r)
-        self._request_children: dict[tuple[str, int], tuple] = {}
+        self._requests: dict[tuple[str, int], _Histogram] = {}
+        self._queues: dict[tuple[str, str, str], _QueueSeries] = {}
+        r.register(_Collector(self))
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         endpoint = path if path in _ENDPOINTS else "/models/{name}" if path.startswith("/models/") else "other"
-        children = self._request_children.get((endpoint, status))
-        if children is None:
-            children = (self.requests.labels(endpoint, str(status)), self.latency.labels(endpoint, str(status)))
-            self._request_children[(endpoint, status)] = children
-            reason = _REJECTION_REASONS.get(status)
-            if reason:
-                children += (self.rejections.labels(reason),)
-        children[0].inc()
-        children[1].observe(seconds)
-        if len(children) > 2:
-            children[2].inc()
+        histogram = self._requests.get((endpoint, status))
+        if histogram is None:
+            histogram = self._requests[(endpoint, status)] = _Histogram(_LATENCY_BUCKETS)
+        histogram.observe(seconds)
+        reason = _REJECTION_REASONS.get(status)
+        if reason:
+            self.rejections.labels(reason).inc()
 
     def batch_observer(self, model: str, version: int, operation: str) -> BatchObserver:
-        return _Observer(self, (model, str(version), operation))
+        series = self._queues.setdefault((model, str(version), operation), _QueueSeries())
+        return _Observer(series, self.rejections)
 
     def model_loaded(self, model: str, version: int, kind: str) -> None:
         self.loaded.labels(model, str(version), kind).set(1)
 
     def model_unloaded(self, model: str, version: int, kind: str) -> None:
         """Drops every series of a version, so reloads never grow the registry."""
-        series = [(self.loaded, (model, str(version), kind))]
         for operation in ("encode", "decode", "reconstruct", "sample"):
-            labels = (model, str(version), operation)
-            series += [(m, labels) for m in (self.batch_size, self.queue_wait, self.compute, self.queue_items)]
-        for metric, labels in series:
-            try:
-                metric.remove(*labels)
-            except KeyError:
-                pass
+            self._queues.pop((model, str(version), operation), None)
+        try:
+            self.loaded.remove(model, str(version), kind)
+        except KeyError:
+            pass
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
+class _Collector:
+    """Turns the lock-free series into Prometheus families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # the families are only known at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("latentserve_requests", "HTTP requests", labels=("endpoint", "status"))
+        latency = HistogramMetricFamily("latentserve_request_seconds", "HTTP request latency",
+                                        labels=("endpoint", "status"))
+        for (endpoint, status), histogram in list(self._metrics._requests.items()):
+            labels = (endpoint, str(status))
+            requests.add_metric(labels, histogram.count)
+            latency.add_metric(labels, histogram.exposition(), histogram.sum)
+        yield requests
+        yield latency
+        families = {
+            "batch_size": HistogramMetricFamily("latentserve_batch_size", "Items per forward pass", labels=_OP_LABELS),
+            "queue_wait": HistogramMetricFamily("latentserve_queue_wait_seconds", "Time from queueing to dispatch",
+                                                labels=_OP_LABELS),
+            "compute": HistogramMetricFamily("latentserve_compute_seconds", "Forward pass time per batch",
+                                             labels=_OP_LABELS),
+        }
+        depth = GaugeMetricFamily("latentserve_queue_items", "Items waiting in a queue", labels=_OP_LABELS)
+        for labels, series in list(self._metrics._queues.items()):
+            for attribute, family in families.items():
+                histogram = getattr(series, attribute)
+                family.add_metric(labels, histogram.exposition(), histogram.sum)
+            depth.add_metric(labels, series.depth)
+        yield from families.values()
+        yield depth
+
+
 class _Observer(BatchObserver):
-    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
-        self._batch = metrics.batch_size.labels(*labels)
-        self._wait = metrics.queue_wait.labels(*labels)
-        self._compute = metrics.compute.labels(*labels)
-        self._depth = metrics.queue_items.labels(*labels)
-        self._rejections = metrics.rejections
+    def __init__(self, series: _QueueSeries, rejections: Counter) -> None:
+        self._series = series
+        self._rejections = rejections
 
     def batch(self, size: int, compute_s: float) -> None:
-        self._batch.observe(size)
-        self._compute.observe(compute_s)
+        self._series.batch_size.observe(size)
+        self._series.compute.observe(compute_s)
 
     def waited(self, seconds: float) -> None:
-        self._wait.observe(seconds)
+        self._series.queue_wait.observe(seconds)
 
     def depth(self, items: int) -> None:
-        self._depth.set(items)
+        self._series.depth = items
 
     def rejected(self, reason: str) -> None:
         self._rejections.labels(reason).inc()
