@@ -33,6 +33,7 @@ class Pending:
     x: np.ndarray
     future: asyncio.Future
     enqueued_at: float
+    queued: bool = True  # still counted against the queue bound
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,10 @@ class Batcher:
             timer.cancel()
             for p in pendings:
                 if not p.future.done():
-                    p.future.cancel()  # the client has gone or a chunk failed: skip the rest
-                elif not p.future.cancelled():
+                    p.future.cancel()  # a chunk failed: skip the rest
+                if p.future.cancelled():  # by us, or by the task's own cancellation (the client has gone)
+                    self._release(p)
+                else:
                     p.future.exception()  # marks a failure as retrieved
         if len(results) == 1:
             return results[0]
@@ -143,6 +146,15 @@ class Batcher:
         for p in pendings:
             if not p.future.done():
                 p.future.set_exception(error)
+                self._release(p)
+
+    def _release(self, p: Pending) -> None:
+        """Stops counting p's rows against the bound: when it is taken into a batch, or abandoned while queued (the
+        collector skips it later), so that requests nobody waits for never crowd out new ones."""
+        if p.queued:
+            p.queued = False
+            self.queued_items -= len(p.x)
+            self._observer.depth(self.queued_items)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -200,7 +212,9 @@ class Batcher:
             if not p.future.done() and rows + len(p.x) > self.config.max_batch_size:
                 break
             self._queue.popleft()
-            self.queued_items -= len(p.x)
+            if p.queued:
+                p.queued = False
+                self.queued_items -= len(p.x)
             if not p.future.done():  # cancelled (client gone) or timed out
                 batch.append(p)
                 rows += len(p.x)

@@ -81,6 +81,12 @@ class Internal(ServiceError):
     status, type = 500, "internal"
 
 
+class ClientClosedRequest(ServiceError):
+    """499 (nginx's code): the client hung up before its answer was ready; nobody reads this reply."""
+
+    status, type = 499, "client_closed_request"
+
+
 def error_body(exc: ServiceError) -> bytes:
     return orjson.dumps({"detail": exc.detail, "type": exc.type})
 

@@ -6,6 +6,7 @@ Each request's noise comes from its own generator seeded before queuing, so batc
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import numpy as np
@@ -15,7 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service import codecs
-from service.errors import InvalidInput, Unavailable, UnsupportedMediaType
+from service.batcher import Batcher, Pending
+from service.errors import ClientClosedRequest, InvalidInput, Unavailable, UnsupportedMediaType
 from service.metrics import CONTENT_TYPE
 from service.models import ServedModel
 from service.schemas import (
@@ -27,6 +29,7 @@ from service.state import ServiceState
 
 router = APIRouter()
 _SEED_LIMIT = 2**63
+_WATCH_ROWS = 32  # requests with at least this many rows are withdrawn when their client hangs up
 _IMAGES_NPY = "(N, 28, 28) or (N, 784) array, uint8 0-255 or float32 0-1"
 
 
@@ -53,6 +56,31 @@ async def _receive(
         served = state.registry.resolve(query.get("model"), query.get("version"))
     served.batchers[op].admit()
     return served, await request.body(), fmt
+
+
+async def _result(request: Request, batcher: Batcher, pendings: list[Pending]) -> tuple[np.ndarray, ...]:
+    """The batcher's outputs; a large request whose client hangs up first is withdrawn from its queue, so that work
+    nobody will read neither runs nor holds queue room (uvicorn does not cancel a handler on disconnect). Small
+    requests skip the watch: it would cost more than the work it could save."""
+    if len(pendings) == 1 and len(pendings[0].x) < _WATCH_ROWS:
+        return await batcher.result(pendings)
+    answer = asyncio.ensure_future(batcher.result(pendings))
+    hang_up = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((answer, hang_up), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hang_up.cancel()
+    if not answer.done():
+        answer.cancel()  # batcher.result cancels its chunks and frees their queue room
+        await asyncio.wait((answer,))
+        raise ClientClosedRequest("the client closed the connection before the answer was ready")
+    return answer.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body is already read, so receive() only ever says disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _json(payload: dict) -> Response:
@@ -103,7 +131,7 @@ async def encode(request: Request) -> Response:
             codecs.load_json(body).get("images"), limit)
         batcher = served.batchers["encode"]
         pendings = batcher.put(x)
-    z_loc, *z_scale = await batcher.result(pendings)
+    z_loc, *z_scale = await _result(request, batcher, pendings)
     return _json({"model": served.name, "version": served.version, "mean": z_loc,
                   "scale": z_scale[0] if z_scale else None})
 
@@ -120,7 +148,7 @@ async def decode(request: Request) -> Response:
             codecs.load_json(body).get("latents"), k, limit)
         batcher = served.batchers["decode"]
         pendings = batcher.put(z)
-    (x_loc,) = await batcher.result(pendings)
+    (x_loc,) = await _result(request, batcher, pendings)
     return _images_reply(request, served, {"model": served.name, "version": served.version, "images": x_loc})
 
 
@@ -146,7 +174,7 @@ async def reconstruct(request: Request) -> Response:
         eps = _noise(len(x), k, seed) if sample else np.zeros((len(x), k), np.float32)
         batcher = served.batchers["reconstruct"]
         pendings = batcher.put(np.concatenate([x, eps], axis=1))
-    x_loc, z_loc, *z_scale = await batcher.result(pendings)
+    x_loc, z_loc, *z_scale = await _result(request, batcher, pendings)
     return _images_reply(request, served, {"model": served.name, "version": served.version, "images": x_loc,
                                            "mean": z_loc, "scale": z_scale[0] if z_scale else None})
 
@@ -171,7 +199,7 @@ async def sample(request: Request) -> Response:
         codecs.check_count(n, state.settings.max_items_per_request, "samples")
         batcher = served.batchers["sample"]
         pendings = batcher.put(_noise(n, served.latent_dim, _seed(obj.get("seed"))))
-    z, x_loc = await batcher.result(pendings)
+    z, x_loc = await _result(request, batcher, pendings)
     return _images_reply(request, served, {"model": served.name, "version": served.version, "latents": z,
                                            "images": x_loc})
 

@@ -8,6 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from service import routes
+from service.errors import ClientClosedRequest
 from tests.api.conftest import block, serve
 from tests.api.helpers import IMAGES, npy, png_b64
 
@@ -125,6 +127,26 @@ async def test_full_queue_refuses_before_reading_the_body(artifacts_dir):
         assert refused.status_code == 503 and refused.json()["type"] == "overloaded"
         gate.set()
         assert (await first).status_code == 200 and (await queued).status_code == 200
+
+
+async def test_large_request_is_withdrawn_when_its_client_hangs_up(artifacts_dir):
+    class HungUp:
+        async def receive(self):
+            return {"type": "http.disconnect"}
+
+    async with serve(artifacts_dir) as client:
+        gate = block(client)
+        first = asyncio.create_task(client.post("/encode", json={"images": ONE}))
+        while client.app.state.service.activity.computing == 0:
+            await asyncio.sleep(0.01)
+        batcher = client.app.state.service.registry.get("vae", 1).batchers["encode"]
+        pendings = batcher.put(np.zeros((40, 784), np.float32))
+        assert batcher.queued_items == 40
+        with pytest.raises(ClientClosedRequest):
+            await routes._result(HungUp(), batcher, pendings)
+        assert batcher.queued_items == 0 and all(p.future.cancelled() for p in pendings)
+        gate.set()
+        assert (await first).status_code == 200
 
 
 async def test_request_waiting_too_long_gets_504(artifacts_dir):

@@ -180,6 +180,27 @@ async def test_cancelled_requests_are_skipped(make):
     assert gone.cancelled()
 
 
+async def test_abandoned_and_timed_out_requests_free_their_queue_room_at_once(make):
+    batcher, fake, _ = make(max_queue_items=8, timeout_s=FOREVER)
+    held = await hold_compute(batcher, fake)
+    gone = asyncio.create_task(batcher.submit(rows(8)))
+    await asyncio.sleep(0)
+    assert batcher.queued_items == 8
+    with pytest.raises(Overloaded):
+        batcher.put(rows(1))
+    gone.cancel()  # the client hung up while its rows were still queued
+    await asyncio.sleep(0)
+    assert batcher.queued_items == 0
+    accepted = batcher.put(rows(8, 100))  # the whole bound is available again
+    batcher._expire(accepted)  # as the timeout timer would
+    assert batcher.queued_items == 0
+    fake.gate.set()
+    await held
+    with pytest.raises(RequestTimeout):
+        await batcher.result(accepted)
+    assert fake.batches == [1]  # neither the abandoned nor the expired rows ever ran
+
+
 async def test_close_runs_queued_work_first(make):
     batcher, fake, _ = make()
     held = await hold_compute(batcher, fake)
