@@ -24,6 +24,7 @@ import numpy as np
 from bench import artifacts, machine
 from bench.metrics import bucket_quantile, fetch, histogram_buckets
 from bench.bodies import mnist_test_images, npy_bytes
+from bench.report import publish
 from bench.server import REPO, Server
 from bench.wrk import run_wrk
 
@@ -188,14 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--benchmarks-md", type=Path, help="also refresh the 'overload' section of this file")
     args = p.parse_args(argv)
     result = overload(args)
-    (args.out_dir / "overload.json").write_text(json.dumps(result, indent=1))
-    text = markdown(result)
-    print(text)
-    if args.benchmarks_md:
-        from bench.report import write_section
-
-        write_section(args.benchmarks_md, "overload", text)
-    return 0 if result["passed"] else 1
+    return publish("overload", result, markdown(result), args.out_dir, args.benchmarks_md)
 
 
 if __name__ == "__main__":

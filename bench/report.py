@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -124,6 +125,16 @@ def section(run: dict, label: str, plot_rel: str | None) -> str:
     if plot_rel:
         parts += ["", f"![throughput and p99 against concurrency, batching on and off]({plot_rel})"]
     return "\n".join(parts) + "\n"
+
+
+def publish(label: str, result: dict, text: str, out_dir: Path, benchmarks_md: Path | None) -> int:
+    """Saves <out_dir>/<label>.json, prints the markdown, refreshes the label's section of BENCHMARKS.md if asked;
+    returns the exit status (0 when every check passed)."""
+    (out_dir / f"{label}.json").write_text(json.dumps(result, indent=1))
+    print(text)
+    if benchmarks_md:
+        write_section(benchmarks_md, label, text)
+    return 0 if result["passed"] else 1
 
 
 def write_section(path: Path, label: str, text: str) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from bench import artifacts, machine
 from bench.cases import Case, malformed_cases, valid_cases
+from bench.report import publish
 from bench.server import REPO, Server
 
 API_KEY = "soak-key"
@@ -247,14 +248,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.reload_every = args.reload_every or max(2.0, args.duration / 10)
     result = soak(args)
-    (args.out_dir / "soak.json").write_text(json.dumps(result, indent=1))
-    text = markdown(result)
-    print(text)
-    if args.benchmarks_md:
-        from bench.report import write_section
-
-        write_section(args.benchmarks_md, "soak", text)
-    return 0 if result["passed"] else 1
+    return publish("soak", result, markdown(result), args.out_dir, args.benchmarks_md)
 
 
 if __name__ == "__main__":

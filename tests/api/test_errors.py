@@ -95,15 +95,21 @@ async def test_bad_request_gets_its_4xx_with_a_json_body(small_client, method, p
     assert ok.status_code == 200
 
 
+async def _fill_encode_queue(client):
+    """Holds one batch in the compute thread and fills vae/1's encode queue (bound 4) behind it."""
+    gate = block(client)
+    first = asyncio.create_task(client.post("/encode", json={"images": IMAGES.tolist()}))
+    while client.app.state.service.activity.computing == 0:
+        await asyncio.sleep(0.01)
+    queued = asyncio.create_task(client.post("/encode", json={"images": ONE * 4}))
+    while client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items < 4:
+        await asyncio.sleep(0.01)
+    return gate, first, queued
+
+
 async def test_full_queue_gets_503_with_retry_after_then_recovers(artifacts_dir):
     async with serve(artifacts_dir, max_queue_items=4) as client:
-        gate = block(client)
-        first = asyncio.create_task(client.post("/encode", json={"images": IMAGES.tolist()}))
-        while client.app.state.service.activity.computing == 0:
-            await asyncio.sleep(0.01)
-        queued = asyncio.create_task(client.post("/encode", json={"images": ONE * 4}))
-        while client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items < 4:
-            await asyncio.sleep(0.01)
+        gate, first, queued = await _fill_encode_queue(client)
         refused = await client.post("/encode", json={"images": ONE})
         assert refused.status_code == 503 and refused.json()["type"] == "overloaded"
         assert int(refused.headers["retry-after"]) >= 1
@@ -115,13 +121,7 @@ async def test_full_queue_gets_503_with_retry_after_then_recovers(artifacts_dir)
 
 async def test_full_queue_refuses_before_reading_the_body(artifacts_dir):
     async with serve(artifacts_dir, max_queue_items=4) as client:
-        gate = block(client)
-        first = asyncio.create_task(client.post("/encode", json={"images": IMAGES.tolist()}))
-        while client.app.state.service.activity.computing == 0:
-            await asyncio.sleep(0.01)
-        queued = asyncio.create_task(client.post("/encode", json={"images": ONE * 4}))
-        while client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items < 4:
-            await asyncio.sleep(0.01)
+        gate, first, queued = await _fill_encode_queue(client)
         # Not even valid JSON: a 503 rather than a 422 shows the body was never parsed.
         refused = await client.post("/encode", content=b"{not json", headers={"content-type": "application/json"})
         assert refused.status_code == 503 and refused.json()["type"] == "overloaded"
