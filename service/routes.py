@@ -49,13 +49,18 @@ async def _receive(
     fmt = codecs.body_format(request.headers.get("content-type"))
     if fmt == "npy" and not allow_npy:
         raise UnsupportedMediaType("this endpoint takes a JSON body only")
+    _served(request, state).batchers[op].admit()
+    body = await request.body()
+    # Looked up again: a reload may have swapped versions while the body arrived. From here to the queue nothing
+    # awaits, so the version returned is still serving when the rows are queued.
+    return _served(request, state), body, fmt
+
+
+def _served(request: Request, state: ServiceState) -> ServedModel:
     if not request.scope["query_string"]:  # the common case: skip parsing an empty query string
-        served = state.registry.get(None, None)
-    else:
-        query = request.query_params
-        served = state.registry.resolve(query.get("model"), query.get("version"))
-    served.batchers[op].admit()
-    return served, await request.body(), fmt
+        return state.registry.get(None, None)
+    query = request.query_params
+    return state.registry.resolve(query.get("model"), query.get("version"))
 
 
 async def _result(request: Request, batcher: Batcher, pendings: list[Pending]) -> tuple[np.ndarray, ...]:

@@ -51,3 +51,29 @@ async def test_removed_version_is_dropped_after_its_queued_work(client, artifact
     assert (await reload).json()["dropped"] == [{"name": "pca", "version": 1}]
     assert (await client.post("/decode?model=pca", json={"latents": [[0.0, 0.0]]})).status_code == 404
     assert 'model="pca"' not in (await client.get("/metrics")).text
+
+
+async def test_version_removed_while_a_body_arrives_hands_the_request_to_the_new_default(client, artifacts_dir):
+    factories.write(artifacts_dir, "vae", "vae", seed=9)
+    assert (await client.post("/admin/reload")).json()["serving"]["vae"] == 2
+    body = b'{"images": [' + b",".join([b"0.5"] * 784).join([b"[", b"]"]) + b"]}"
+    arrived, sent = asyncio.Event(), []
+
+    async def receive():
+        await arrived.wait()  # the body is still on its way while vae/2 is removed
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/encode", "raw_path": b"/encode", "query_string": b"", "root_path": "", "server": ("t", 80),
+             "client": ("c", 1), "headers": [(b"content-type", b"application/json")]}
+    request = asyncio.create_task(client.app(scope, receive, send))
+    await asyncio.sleep(0.05)
+    shutil.rmtree(artifacts_dir / "vae" / "2")
+    assert (await client.post("/admin/reload")).json()["dropped"] == [{"name": "vae", "version": 2}]
+    arrived.set()
+    await asyncio.wait_for(request, 10)
+    assert sent[0]["status"] == 200, sent
+    assert b'"version":1' in sent[1]["body"]
