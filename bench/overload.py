@@ -24,7 +24,7 @@ import numpy as np
 from bench import artifacts, machine
 from bench.metrics import bucket_quantile, fetch, histogram_buckets
 from bench.bodies import mnist_test_images, npy_bytes
-from bench.report import publish
+from bench.report import checks_table, publish
 from bench.server import REPO, Server
 from bench.wrk import run_wrk
 
@@ -165,10 +165,8 @@ def markdown(result: dict) -> str:
         f"{result['baseline']['p50_ms']:.1f} ms). Service-side latency under overload (histogram buckets, upper "
         f"bounds): {json.dumps(result['overload_server_side'])}.",
         "",
-        "| check | measured | result |",
-        "| --- | --- | --- |",
+        checks_table(result["checks"], "check"),
     ]
-    lines += [f"| {c['target']} | {c['measured']} | {'pass' if c['passed'] else 'FAIL'} |" for c in result["checks"]]
     return "\n".join(lines) + "\n"
 
 

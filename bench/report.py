@@ -78,8 +78,9 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def checks_table(items: list[dict]) -> str:
-    lines = ["| target | measured | result |", "| --- | --- | --- |"]
+def checks_table(items: list[dict], first_column: str = "target") -> str:
+    """The pass/fail table of a run's checks ({target, measured, passed}; passed None when not measured)."""
+    lines = [f"| {first_column} | measured | result |", "| --- | --- | --- |"]
     for c in items:
         verdict = "n/a" if c["passed"] is None else ("pass" if c["passed"] else "FAIL")
         lines.append(f"| {c['target']} | {c['measured']} | {verdict} |")

@@ -25,7 +25,7 @@ import numpy as np
 
 from bench import artifacts, machine
 from bench.cases import Case, malformed_cases, valid_cases
-from bench.report import publish
+from bench.report import checks_table, publish
 from bench.server import REPO, Server
 
 API_KEY = "soak-key"
@@ -225,10 +225,8 @@ def markdown(result: dict) -> str:
         f"{result['requests']:,} requests ({result['req_per_s']:.0f}/s), {result['malformed']:,} of them malformed; "
         f"statuses {result['status']}; median {result['p50_ms']:.1f} ms; artifacts: {result['artifacts']}.",
         "",
-        "| check | measured | result |",
-        "| --- | --- | --- |",
+        checks_table(result["checks"], "check"),
     ]
-    lines += [f"| {c['target']} | {c['measured']} | {'pass' if c['passed'] else 'FAIL'} |" for c in result["checks"]]
     if result["unexpected"]:
         lines += ["", "Unexpected statuses: " + "; ".join(result["unexpected"][:20])]
     return "\n".join(lines) + "\n"
