@@ -18,33 +18,16 @@ from lvm.artifact import (
     scan,
     write_artifact,
 )
-from lvm.networks import MLPModel, PPCA, architecture_for
-
-
-def _vae(seed: int = 0) -> MLPModel:
-    torch.manual_seed(seed)
-    return MLPModel("vae", 3, [16, 8])
-
-
-def _manifest(model) -> dict:
-    hidden = getattr(model, "hidden", None)
-    return {
-        "likelihood": "bernoulli",
-        "architecture": architecture_for(model.kind, model.latent_dim, hidden),
-        "training": {"seed": 0},
-        "data": {"dataset": "synthetic"},
-        "metrics": {},
-        "software": {"torch": torch.__version__},
-    }
+from tests import factories
 
 
 def _write(root: Path, model=None, name="vae", extras=None) -> Path:
-    model = model or _vae()
-    return write_artifact(root, name, model, _manifest(model), extras)
+    model = model or factories.mlp("vae")
+    return write_artifact(root, name, model, factories.manifest(model.kind, getattr(model, "hidden", None)), extras)
 
 
 def test_round_trip_rebuilds_identical_model(tmp_path):
-    model = _vae()
+    model = factories.mlp("vae")
     path = _write(tmp_path, model)
     artifact = load_artifact(path)
     rebuilt = artifact.build()
@@ -53,20 +36,19 @@ def test_round_trip_rebuilds_identical_model(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert (artifact.name, artifact.version, artifact.kind) == ("vae", 1, "vae")
     manifest = artifact.manifest
-    assert manifest["format_version"] == FORMAT_VERSION and manifest["latent_dim"] == 3
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["latent_dim"] == factories.LATENT_DIM
     assert manifest["input_shape"] == [28, 28] and set(manifest["files"]) == {WEIGHTS_FILE}
 
 
 def test_ppca_round_trip_keeps_derived_maps(tmp_path):
-    W, _ = torch.linalg.qr(torch.randn(784, 2))
-    model = PPCA(W * 3.0, torch.rand(784), torch.tensor(0.05))
+    model = factories.ppca()
     rebuilt = load_artifact(_write(tmp_path, model, name="pca")).build()
     x = torch.rand(5, 784)
     torch.testing.assert_close(model.reconstruct(x, torch.zeros(5, 2))[0], rebuilt.reconstruct(x, torch.zeros(5, 2))[0])
 
 
 def test_versions_are_numbered_and_never_overwritten(tmp_path):
-    first, second = _write(tmp_path), _write(tmp_path, _vae(1))
+    first, second = _write(tmp_path), _write(tmp_path, factories.mlp("vae", seed=1))
     assert (first.name, second.name) == ("1", "2")
     assert list_versions(tmp_path / "vae") == [1, 2]
     assert read_manifest(second)["version"] == 2
@@ -113,7 +95,7 @@ def test_missing_file_is_refused(tmp_path):
     "edit, message",
     [
         (lambda m: m.pop("kind"), "'kind' missing"),
-        (lambda m: m.update(latent_dim="3"), "'latent_dim' must be an integer"),
+        (lambda m: m.update(latent_dim="2"), "'latent_dim' must be an integer"),
         (lambda m: m.update(format_version=99), "format_version 99 is not supported"),
         (lambda m: m.update(kind="gan"), "unknown kind"),
         (lambda m: m.update(version=7), "manifest says vae/7"),
@@ -140,7 +122,7 @@ def test_unparseable_manifest_is_refused(tmp_path):
 def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
     path = _write(tmp_path)
     manifest = json.loads((path / MANIFEST_FILE).read_text())
-    manifest["architecture"]["hidden"] = [32, 8]
+    manifest["architecture"]["hidden"] = [64, 16]
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="do not match the architecture"):
         load_artifact(path).build()
