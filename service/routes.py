@@ -20,6 +20,7 @@ from service.batcher import Batcher, Pending
 from service.errors import ClientClosedRequest, InvalidInput, Unavailable, UnsupportedMediaType
 from service.metrics import CONTENT_TYPE
 from service.models import ServedModel
+from service.routing import RequestRoute
 from service.schemas import (
     AUTH_ERRORS, INFERENCE_ERRORS, QUERY_PARAMETERS, DecodeRequest, DecodeResponse, EncodeRequest, EncodeResponse,
     ErrorBody, ModelDetail, ModelsResponse, ReconstructRequest, ReconstructResponse, ReloadResponse, SampleRequest,
@@ -27,7 +28,7 @@ from service.schemas import (
 )
 from service.state import ServiceState
 
-router = APIRouter()
+router = APIRouter(route_class=RequestRoute)
 _SEED_LIMIT = 2**63
 _WATCH_ROWS = 32  # requests with at least this many rows are withdrawn when their client hangs up
 _IMAGES_NPY = "(N, 28, 28) or (N, 784) array, uint8 0-255 or float32 0-1"
