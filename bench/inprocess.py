@@ -41,6 +41,7 @@ def measure(artifacts_dir: Path, device: str, min_time_s: float) -> dict:
     images, _ = mnist_test_images(max(BATCHES))
     x_all = torch.from_numpy(images.reshape(-1, 784).astype(np.float32) / 255)
     z_all = torch.randn(max(BATCHES), model.latent_dim)
+    torch.set_flush_denormal(True)  # as the service's compute thread does (service.device.flush_denormals)
     result = {"model": source, "device": str(dev), "threads": torch.get_num_threads(), "encode": {}, "decode": {}}
     with torch.inference_mode():
         for b in BATCHES:

@@ -4,10 +4,13 @@ on its way (requests being parsed, batches computing), so that a lone request ne
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
+
+log = logging.getLogger("service.compute")
 
 
 class Activity:
@@ -61,8 +64,11 @@ class ComputeThread:
 
     _STOP = object()
 
-    def __init__(self, activity: Activity, name: str = "compute") -> None:
+    def __init__(
+        self, activity: Activity, name: str = "compute", initializer: Callable[[], None] | None = None
+    ) -> None:
         self._activity = activity
+        self._initializer = initializer
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
@@ -81,6 +87,11 @@ class ComputeThread:
                 self._activity.notify()
 
     def _work(self) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer()  # per-thread state (the FPU's denormal mode) is set where the work runs
+            except Exception:  # a failed tweak must not leave every job waiting on a dead thread
+                log.exception("compute thread %s: initializer failed; running without it", self._thread.name)
         while True:
             job = self._jobs.get()
             if job is self._STOP:

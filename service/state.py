@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass, field
 
 from service.batcher import Activity, BatchConfig, ComputeThread
-from service.device import Placement, configure_threads, resolve_device
+from service.device import Placement, configure_threads, flush_denormals, resolve_device
 from service.metrics import Metrics
 from service.registry import Registry
 from service.settings import Settings
@@ -41,7 +41,7 @@ class ServiceState:
         device = resolve_device(self.settings.device)
         threads = configure_threads(self.settings.torch_threads)
         placement = Placement(device)
-        self.compute = ComputeThread(self.activity, name="compute")
+        self.compute = ComputeThread(self.activity, name="compute", initializer=flush_denormals)
         self.registry = Registry(
             self.settings.artifacts_dir, self.settings.default_model, placement, self.compute, self.activity,
             self.batch_config(), self.metrics,

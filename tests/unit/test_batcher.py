@@ -181,7 +181,7 @@ async def test_cancelled_requests_are_skipped(make):
 
 
 async def test_abandoned_and_timed_out_requests_free_their_queue_room_at_once(make):
-    batcher, fake, _ = make(max_queue_items=8, timeout_s=FOREVER)
+    batcher, fake, _ = make(max_queue_items=8, timeout_s=0.2)
     held = await hold_compute(batcher, fake)
     gone = asyncio.create_task(batcher.submit(rows(8)))
     await asyncio.sleep(0)
@@ -192,13 +192,35 @@ async def test_abandoned_and_timed_out_requests_free_their_queue_room_at_once(ma
     await asyncio.sleep(0)
     assert batcher.queued_items == 0
     accepted = batcher.put(rows(8, 100))  # the whole bound is available again
-    batcher._expire(accepted)  # as the timeout timer would
-    assert batcher.queued_items == 0
-    fake.gate.set()
-    await held
     with pytest.raises(RequestTimeout):
-        await batcher.result(accepted)
+        await asyncio.wait_for(batcher.result(accepted), 10)
+    assert batcher.queued_items == 0  # expired while queued: its room is free before any batch ran
+    fake.gate.set()
+    with pytest.raises(RequestTimeout):
+        await held
     assert fake.batches == [1]  # neither the abandoned nor the expired rows ever ran
+
+
+async def test_one_timer_expires_requests_in_order_of_arrival(make):
+    batcher, fake, _ = make(timeout_s=0.15)
+    held = await hold_compute(batcher, fake)
+    early = batcher.put(rows(1))
+    await asyncio.sleep(0.1)
+    late = batcher.put(rows(20))  # three chunks of max_batch_size 8
+    loop = asyncio.get_running_loop()
+    with pytest.raises(RequestTimeout):
+        await asyncio.wait_for(batcher.result(early), 10)
+    assert not any(p.future.done() for p in late)  # its own deadline is 0.1 s later
+    start = loop.time()
+    with pytest.raises(RequestTimeout):
+        await asyncio.wait_for(batcher.result(late), 10)
+    assert loop.time() - start >= 0.05
+    assert all(p.future.done() for p in late) and batcher.queued_items == 0
+    fake.gate.set()
+    with pytest.raises(RequestTimeout):
+        await held
+    out, _ = await asyncio.wait_for(batcher.submit(rows(1)), 10)  # answered requests leave no timer behind
+    np.testing.assert_array_equal(out, rows(1) * 2)
 
 
 async def test_close_runs_queued_work_first(make):
@@ -213,3 +235,19 @@ async def test_close_runs_queued_work_first(make):
     out, _ = await queued
     await held
     np.testing.assert_array_equal(out, rows(2) * 2)
+
+
+async def test_compute_thread_runs_its_initializer_in_that_thread_and_survives_its_failure(caplog):
+    def broken() -> None:
+        raise RuntimeError("no such CPU feature")
+
+    started = []
+    for initializer in (lambda: started.append(threading.current_thread().name), broken):
+        compute = ComputeThread(Activity(), name=f"compute-{len(started)}", initializer=initializer)
+        try:
+            name, _ = await asyncio.wait_for(compute.run(lambda: threading.current_thread().name), 10)
+        finally:
+            compute.shutdown()
+        assert name == compute._thread.name
+    assert started == ["compute-0"]
+    assert "initializer failed" in caplog.text

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from service.device import DeviceError, Placement, configure_threads, resolve_device
+from service.device import DeviceError, Placement, configure_threads, flush_denormals, resolve_device
 
 
 def test_auto_picks_cuda_only_when_available():
@@ -74,6 +76,26 @@ def test_thread_count_follows_the_request_or_the_cores():
         assert configure_threads(0) >= 1
     finally:
         torch.set_num_threads(before)
+
+
+def _subnormal() -> float:
+    return (torch.tensor([1e-30]) * 1e-10).item()  # 1e-40 is below float32's smallest normal number
+
+
+def test_denormals_are_flushed_on_the_calling_thread_only():
+    flushed = []
+
+    def compute_thread() -> None:
+        flushed.append(flush_denormals())
+        flushed.append(_subnormal())
+
+    thread = threading.Thread(target=compute_thread)
+    thread.start()
+    thread.join()
+    if not flushed[0]:
+        pytest.skip("this CPU cannot flush denormals")
+    assert flushed[1] == 0.0
+    assert _subnormal() > 0.0  # other threads keep IEEE subnormals
 
 
 @pytest.mark.gpu
