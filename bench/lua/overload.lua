@@ -2,18 +2,8 @@
 -- Retry-After), other. Defining response() makes wrk hand every reply to Lua, which costs it some speed: fine here,
 -- where the point is to offer far more than the server can take. done() prints "WRKJSON {...}".
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"), "cannot open BENCH_BODY " .. tostring(path))
-  local data = f:read("*a")
-  f:close()
-  return data
-end
-
-wrk.method = "POST"
-wrk.body = read_file(os.getenv("BENCH_BODY"))
-wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
-local accept = os.getenv("BENCH_ACCEPT")
-if accept and accept ~= "" then wrk.headers["Accept"] = accept end
+-- The request (method, body, headers) and wrk_json() come from post.lua, beside this file.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "post.lua")
 
 local threads = {}
 ok, shed, shed_no_retry, other = 0, 0, 0, 0
@@ -38,12 +28,6 @@ function done(summary, latency, requests)
   for _, thread in ipairs(threads) do
     for k, _ in pairs(t) do t[k] = t[k] + thread:get(k) end
   end
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,' ..
-    '"timeout":%d,"p50_us":%.0f,"p90_us":%.0f,"p99_us":%.0f,"p999_us":%.0f,"mean_us":%.1f,"max_us":%.0f,' ..
-    '"ok":%d,"shed":%d,"shed_no_retry":%d,"other":%d}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
-    latency.mean, latency.max, t.ok, t.shed, t.shed_no_retry, t.other))
+  wrk_json(summary, latency, string.format(',"ok":%d,"shed":%d,"shed_no_retry":%d,"other":%d',
+    t.ok, t.shed, t.shed_no_retry, t.other))
 end

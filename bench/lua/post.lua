@@ -18,12 +18,17 @@ if accept and accept ~= "" then wrk.headers["Accept"] = accept end
 local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then wrk.headers["Authorization"] = "Bearer " .. auth end
 
-function done(summary, latency, requests)
+-- The "WRKJSON {...}" line; overload.lua (which runs this file first) appends its own fields through `extra`.
+function wrk_json(summary, latency, extra)
   local e = summary.errors
   io.write(string.format(
     'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,' ..
-    '"timeout":%d,"p50_us":%.0f,"p90_us":%.0f,"p99_us":%.0f,"p999_us":%.0f,"mean_us":%.1f,"max_us":%.0f}\n',
+    '"timeout":%d,"p50_us":%.0f,"p90_us":%.0f,"p99_us":%.0f,"p999_us":%.0f,"mean_us":%.1f,"max_us":%.0f%s}\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
-    latency.mean, latency.max))
+    latency.mean, latency.max, extra or ""))
+end
+
+function done(summary, latency, requests)
+  wrk_json(summary, latency)
 end
