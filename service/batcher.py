@@ -42,6 +42,7 @@ class BatchConfig:
     max_delay_s: float = 0.002
     max_queue_items: int = 65536
     timeout_s: float = 10.0
+    max_pass_s: float = 0.0  # read at warm-up to pick each queue's max_batch_size (service.models); 0: no bound
 
 
 class BatchObserver:

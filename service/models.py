@@ -7,7 +7,7 @@ Row layouts (float32): encode x (B, 784); decode z (B, K); reconstruct [x | eps]
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -62,6 +62,20 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
     return sizes + [max_batch_size]
 
 
+def choose_batch_size(pass_s: dict[int, float], max_pass_s: float) -> int:
+    """The largest batch size whose pass took at most max_pass_s (the smallest one if none did; the largest one
+    when max_pass_s is 0, which turns the rule off).
+
+    One compute thread serves every queue on a device, so a pass holds up every other model and operation there:
+    the bound keeps that wait short on a CPU, while on a GPU, where passes take microseconds, sizes go to the cap.
+    """
+    sizes = sorted(pass_s)
+    if max_pass_s <= 0:
+        return sizes[-1]
+    fitting = [size for size in sizes if pass_s[size] <= max_pass_s]
+    return fitting[-1] if fitting else sizes[0]
+
+
 @dataclass
 class ServedModel:
     """A loaded version; `batchers` exist once `start` ran on the event loop."""
@@ -70,6 +84,7 @@ class ServedModel:
     model: LatentModel
     placement: Placement
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # per operation, chosen by warm_up
 
     @classmethod
     def load(cls, artifact: Artifact, placement: Placement) -> ServedModel:
@@ -97,18 +112,25 @@ class ServedModel:
     def has_scale(self) -> bool:
         return self.model.has_scale
 
-    def warm_up(self, max_batch_size: int) -> None:
-        """Runs every operation at every warm-up size and checks the outputs are finite (blocking)."""
-        fns = {op: _batch_fn(fn, self.placement) for op, fn in _operations(self.model).items()}
-        for op, fn in fns.items():
+    async def warm_up(self, compute: ComputeThread, max_batch_size: int, max_pass_s: float = 0.0,
+                      repeats: int = 3) -> None:
+        """Runs every operation at every warm-up size, checks the outputs are finite, and picks each operation's
+        batch size from the fastest of `repeats` timed passes per size. Each pass is a job of its own on the compute
+        thread, so the batches of versions already serving go between them rather than waiting for all of them."""
+        for op, fn in _operations(self.model).items():
+            run = _batch_fn(fn, self.placement)
             width = input_width(op, self.latent_dim)
+            pass_s = {}
             for size in warmup_sizes(max_batch_size):
                 rows = np.full((size, width), 0.5 if op in ("encode", "reconstruct") else 0.0, np.float32)
                 if op == "reconstruct":
                     rows[:, INPUT_DIM:] = 0.0
-                for out in fn([rows]):
+                outputs, _ = await compute.run(run, [rows])  # the first pass pays for allocations: not timed
+                for out in outputs:
                     if out.shape[0] != size or not np.isfinite(out).all():
                         raise ValueError(f"warm-up of {op} at batch {size} gave shape {out.shape} or non-finite values")
+                pass_s[size] = min([(await compute.run(run, [rows]))[1] for _ in range(repeats)])
+            self.batch_sizes[op] = choose_batch_size(pass_s, max_pass_s)
 
     def start(
         self,
@@ -123,7 +145,7 @@ class ServedModel:
                 _batch_fn(fn, self.placement),
                 compute,
                 activity,
-                config,
+                replace(config, max_batch_size=self.batch_sizes.get(op, config.max_batch_size)),
                 observer(op) if observer else None,
                 name=f"{self.name}/{self.version}/{op}",
             )
@@ -144,3 +166,4 @@ class ServedModel:
             "created_at": m.get("created_at"),
             "metrics": m.get("metrics", {}),
         }
+

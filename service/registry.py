@@ -110,7 +110,7 @@ class Registry:
         artifact = await asyncio.to_thread(lvm.load_artifact, path)
         served = await asyncio.to_thread(ServedModel.load, artifact, self._placement)
         # Warm-up runs on the compute thread, between the batches of the versions already serving.
-        await self._compute.run(served.warm_up, self._config.max_batch_size)
+        await served.warm_up(self._compute, self._config.max_batch_size, self._config.max_pass_s)
         return served
 
     def _swap(self, fresh: list[ServedModel], dropped: list[ServedModel]) -> None:
@@ -124,7 +124,8 @@ class Registry:
             served.start(self._compute, self._activity, self._config, self._observer(served))
             self.models.setdefault(served.name, {})[served.version] = served
             self._metrics.model_loaded(served.name, served.version, served.kind)
-            log.info("serving %s/%s (%s, latent_dim %d)", served.name, served.version, served.kind, served.latent_dim)
+            log.info("serving %s/%s (%s, latent_dim %d; batch sizes %s)", served.name, served.version, served.kind,
+                     served.latent_dim, ", ".join(f"{op} {n}" for op, n in served.batch_sizes.items()))
 
     def _observer(self, served: ServedModel) -> Callable[[str], BatchObserver]:
         return lambda op: self._metrics.batch_observer(served.name, served.version, op)
@@ -154,6 +155,7 @@ class Registry:
                 "versions": sorted(versions),
                 "default_version": latest.version,
                 "default": name == self.default_model,
+                "batch_sizes": latest.batch_sizes,
             })
         return {"models": models, "default_model": self.default_model, "refused": [asdict(r) for r in self.refused]}
 

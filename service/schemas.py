@@ -80,6 +80,8 @@ class ModelInfo(BaseModel):
     versions: list[int]
     default_version: int
     default: bool = Field(description="whether requests without ?model= go to this model")
+    batch_sizes: dict[str, int] = Field(
+        description="most items per forward pass of each operation of the default version, picked at warm-up")
 
 
 class RefusedVersion(BaseModel):

@@ -19,8 +19,11 @@ class Settings(BaseSettings):
     # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
     default_model: str = "vae"
-    # Items per forward pass; requests larger than this are split across passes.
-    max_batch_size: int = Field(256, ge=1, le=65536)
+    # Most items per forward pass; requests larger than this are split across passes.
+    max_batch_size: int = Field(1024, ge=1, le=65536)
+    # Each operation's batch size is the largest warm-up size (1, 2, 4, ... up to max_batch_size) whose pass took at
+    # most this long, so that one pass never holds the device's compute thread long; 0 always uses max_batch_size.
+    max_pass_ms: float = Field(3.0, ge=0, le=60000)
     # How long the first queued item may wait for company, and only while more work is known to be on its way.
     max_batch_delay_ms: float = Field(2.0, ge=0, le=1000)
     # Bound on the items waiting in each (model, version, operation) queue; beyond it requests get 503. 65,536 lets

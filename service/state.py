@@ -34,7 +34,8 @@ class ServiceState:
 
     def batch_config(self) -> BatchConfig:
         s = self.settings
-        return BatchConfig(s.max_batch_size, s.max_batch_delay_ms / 1000.0, s.max_queue_items, s.request_timeout_s)
+        return BatchConfig(s.max_batch_size, s.max_batch_delay_ms / 1000.0, s.max_queue_items, s.request_timeout_s,
+                           s.max_pass_ms / 1000.0)
 
     async def start(self) -> None:
         """Picks the device (refusing to start on a bad one), then loads and warms the artifacts in the background."""

@@ -16,7 +16,9 @@ from tests.factories import artifacts_dir, artifacts_template  # noqa: F401  (fi
 
 @asynccontextmanager
 async def serve(artifacts_dir, **overrides):
-    settings = Settings(artifacts_dir=artifacts_dir, max_batch_size=64, max_items_per_request=64, **overrides)
+    # max_pass_ms=0: every queue batches up to 64 whatever this machine's speed, so splitting is deterministic.
+    settings = Settings(**{"artifacts_dir": artifacts_dir, "max_batch_size": 64, "max_items_per_request": 64,
+                           "max_pass_ms": 0, **overrides})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await app.state.service.initial_load

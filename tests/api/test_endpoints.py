@@ -114,6 +114,8 @@ async def test_models_listing_and_manifests(client):
     listing = (await client.get("/models")).json()
     assert {m["name"]: (m["kind"], m["versions"], m["default_version"]) for m in listing["models"]} == {
         "pca": ("ppca", [1], 1), "ae": ("ae", [1], 1), "vae": ("vae", [1], 1)}
+    ops = {"encode": 64, "decode": 64, "reconstruct": 64, "sample": 64}  # max_batch_size, with no bound on passes
+    assert all(m["batch_sizes"] == ops for m in listing["models"])
     detail = (await client.get("/models/vae")).json()
     assert detail["versions"][0]["kind"] == "vae" and "files" in detail["versions"][0]
     missing = await client.get("/models/nope")

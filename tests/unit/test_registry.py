@@ -12,7 +12,7 @@ from service.batcher import Activity, BatchConfig, ComputeThread
 from service.device import Placement
 from service.errors import InvalidInput, Unavailable, UnknownModel
 from service.metrics import Metrics
-from service.models import warmup_sizes
+from service.models import choose_batch_size, warmup_sizes
 from service.registry import Registry
 from tests import factories
 from tests.factories import artifacts_dir, artifacts_template  # noqa: F401  (fixtures)
@@ -35,6 +35,46 @@ def test_warmup_covers_powers_of_two_up_to_the_batch_size():
     assert warmup_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     assert warmup_sizes(100) == [1, 2, 4, 8, 16, 32, 64, 100]
     assert warmup_sizes(1) == [1]
+
+
+def test_batch_size_is_the_largest_whose_pass_fits_the_bound():
+    pass_s = {1: 0.0002, 2: 0.0003, 4: 0.0005, 8: 0.0009, 16: 0.0017}
+    assert choose_batch_size(pass_s, 0.001) == 8
+    assert choose_batch_size(pass_s, 1.0) == 16
+    assert choose_batch_size(pass_s, 0.0001) == 1  # nothing fits: the smallest size, never none
+    assert choose_batch_size(pass_s, 0.0) == 16  # 0 turns the bound off
+
+
+class SlowDevice(ComputeThread):
+    """Reports a pass as taking 0.1 ms per row, and reconstruct (784 + K columns) twice as long; counts jobs."""
+
+    jobs = 0
+
+    async def run(self, fn, parts):
+        self.jobs += 1
+        result, _ = await super().run(fn, parts)
+        (rows,) = parts
+        return result, len(rows) * (2e-4 if rows.shape[1] > 784 else 1e-4)
+
+
+async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(artifacts_dir):
+    activity = Activity()
+    compute = SlowDevice(activity)
+    reg = Registry(artifacts_dir, "vae", Placement(torch.device("cpu")), compute, activity,
+                   BatchConfig(max_batch_size=64, max_pass_s=0.0035), Metrics())
+    try:
+        await reg.reload()
+        served = reg.get("vae", 1)
+        assert served.batch_sizes == {"encode": 32, "decode": 32, "reconstruct": 16, "sample": 32}
+        assert {op: b.config.max_batch_size for op, b in served.batchers.items()} == served.batch_sizes
+        vae = next(m for m in reg.overview()["models"] if m["name"] == "vae")
+        assert vae["batch_sizes"] == served.batch_sizes
+        # Every pass is a job of its own (so serving batches can run between them): 3 models x 4 operations x
+        # 7 sizes (1 to 64) x (1 untimed + 3 timed passes).
+        assert compute.jobs == 3 * 4 * 7 * 4
+    finally:
+        await reg.close()
+        compute.shutdown()
 
 
 async def test_empty_registry_is_unavailable_not_unknown(registry):
