@@ -6,6 +6,7 @@ Row layouts (float32): encode x (B, 784); decode z (B, K); reconstruct [x | eps]
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -116,7 +117,13 @@ class ServedModel:
                       repeats: int = 3) -> None:
         """Runs every operation at every warm-up size, checks the outputs are finite, and picks each operation's
         batch size from the fastest of `repeats` timed passes per size. Each pass is a job of its own on the compute
-        thread, so the batches of versions already serving go between them rather than waiting for all of them."""
+        thread, so the batches of versions already serving go between them rather than waiting for all of them.
+
+        On the CPU a pass is timed in the compute thread's own CPU time: a reload under load shares the core with the
+        event loop, and wall time would then pick smaller batches (measured: 64 instead of 128 for the VAE's
+        reconstruct while single-image /encode kept the core busy). On CUDA the pass waits on the device, so wall time.
+        """
+        clock = time.thread_time if self.placement.device.type == "cpu" else time.perf_counter
         for op, fn in _operations(self.model).items():
             run = _batch_fn(fn, self.placement)
             width = input_width(op, self.latent_dim)
@@ -129,7 +136,9 @@ class ServedModel:
                 for out in outputs:
                     if out.shape[0] != size or not np.isfinite(out).all():
                         raise ValueError(f"warm-up of {op} at batch {size} gave shape {out.shape} or non-finite values")
-                pass_s[size] = min([(await compute.run(run, [rows]))[1] for _ in range(repeats)])
+                pass_s[size] = min([(await compute.run(_time_pass, run, [rows], clock))[0] for _ in range(repeats)])
+                if max_pass_s and pass_s[size] > max_pass_s:
+                    break  # larger sizes take longer still, and this queue will never form them
             self.batch_sizes[op] = choose_batch_size(pass_s, max_pass_s)
 
     def start(
@@ -167,3 +176,9 @@ class ServedModel:
             "metrics": m.get("metrics", {}),
         }
 
+
+def _time_pass(run: Callable, parts: list[np.ndarray], clock: Callable[[], float]) -> float:
+    """Seconds of one pass by `clock`, on the compute thread."""
+    start = clock()
+    run(parts)
+    return clock() - start

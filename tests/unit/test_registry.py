@@ -12,6 +12,7 @@ from service.batcher import Activity, BatchConfig, ComputeThread
 from service.device import Placement
 from service.errors import InvalidInput, Unavailable, UnknownModel
 from service.metrics import Metrics
+from service import models
 from service.models import choose_batch_size, warmup_sizes
 from service.registry import Registry
 from tests import factories
@@ -45,21 +46,33 @@ def test_batch_size_is_the_largest_whose_pass_fits_the_bound():
     assert choose_batch_size(pass_s, 0.0) == 16  # 0 turns the bound off
 
 
-class SlowDevice(ComputeThread):
-    """Reports a pass as taking 0.1 ms per row, and reconstruct (784 + K columns) twice as long; counts jobs."""
+def test_cpu_passes_are_timed_in_thread_cpu_time_so_time_spent_waiting_is_not_counted():
+    import time
 
+    def waiting_pass(parts):
+        time.sleep(0.05)  # as when the event loop holds the one core
+
+    assert models._time_pass(waiting_pass, [], time.thread_time) < 0.02
+    assert models._time_pass(waiting_pass, [], time.perf_counter) >= 0.05
+
+
+class CountingThread(ComputeThread):
     jobs = 0
 
-    async def run(self, fn, parts):
+    async def run(self, fn, *args):
         self.jobs += 1
-        result, _ = await super().run(fn, parts)
-        (rows,) = parts
-        return result, len(rows) * (2e-4 if rows.shape[1] > 784 else 1e-4)
+        return await super().run(fn, *args)
 
 
-async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(artifacts_dir):
+async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(artifacts_dir, monkeypatch):
+    # A device on which a pass costs 0.1 ms per row, and reconstruct (784 + K columns) twice as much.
+    def time_pass(run, parts, clock):
+        run(parts)
+        return len(parts[0]) * (2e-4 if parts[0].shape[1] > 784 else 1e-4)
+
+    monkeypatch.setattr(models, "_time_pass", time_pass)
     activity = Activity()
-    compute = SlowDevice(activity)
+    compute = CountingThread(activity)
     reg = Registry(artifacts_dir, "vae", Placement(torch.device("cpu")), compute, activity,
                    BatchConfig(max_batch_size=64, max_pass_s=0.0035), Metrics())
     try:
@@ -69,9 +82,10 @@ async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(arti
         assert {op: b.config.max_batch_size for op, b in served.batchers.items()} == served.batch_sizes
         vae = next(m for m in reg.overview()["models"] if m["name"] == "vae")
         assert vae["batch_sizes"] == served.batch_sizes
-        # Every pass is a job of its own (so serving batches can run between them): 3 models x 4 operations x
-        # 7 sizes (1 to 64) x (1 untimed + 3 timed passes).
-        assert compute.jobs == 3 * 4 * 7 * 4
+        # Every pass is a job of its own (so serving batches can run between them), and sizes stop at the first
+        # that overruns: per model, 3 operations x 7 sizes (1 to 64) and reconstruct x 6 (1 to 32), each size
+        # 1 untimed + 3 timed passes.
+        assert compute.jobs == 3 * (3 * 7 + 6) * 4
     finally:
         await reg.close()
         compute.shutdown()
