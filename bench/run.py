@@ -4,6 +4,7 @@ batching on and off, each against a fresh pinned uvicorn process. Returns plain 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +34,8 @@ class RunConfig:
     out_dir: Path = REPO / "bench" / "out"
     server_cores: int | None = None
     inprocess_time_s: float = 1.0
+    paired_rounds: int = 5  # alternating on/off rounds behind the "on >= off" checks below the top concurrency
+    paired_round_s: float = 2.0
     service_env: dict[str, str] = field(default_factory=dict)
     service_app: str = SERVICE_APP
     log: callable = print
@@ -59,6 +62,8 @@ def run(cfg: RunConfig) -> dict:
         env = {"LATENTSERVE_ARTIFACTS_DIR": str(served), **cfg.service_env, **BATCHING_ENV[batching]}
         rows += _serve_and_measure(cfg.service_app, env, scenarios, batching, cores, body_files, cfg)
     _add_ratios(rows, info["inprocess"])
+    if cfg.paired_rounds and "encode-json" in cfg.scenarios and {"on", "off"} <= set(cfg.batching):
+        info["paired"] = _paired_on_off(served, cores, body_files, cfg)
     info["loadavg_end"] = machine.loadavg()
     return {"info": info, "rows": rows}
 
@@ -102,6 +107,29 @@ def _serve_and_measure(app: str, env: dict, scenarios: list[Scenario], batching:
         row["server_rss_mib"] = rows_rss / 2**20
     time.sleep(0.2)
     return rows
+
+
+def _paired_on_off(served: Path, cores, body_files, cfg: RunConfig) -> dict:
+    """Single-image JSON /encode with batching on against off at every concurrency but the highest, in alternating
+    rounds with both servers up, so that drift on a shared machine hits both alike. Minutes apart, as in the main
+    table, a lone client's req/s (the same code path on and off) varied by 5-10 % from run to run."""
+    scenario, out = BY_NAME["encode-json"], {}
+    envs = {b: {"LATENTSERVE_ARTIFACTS_DIR": str(served), **cfg.service_env, **BATCHING_ENV[b]} for b in ("on", "off")}
+    with Server(cfg.service_app, cores, env=envs["on"]) as on, Server(cfg.service_app, cores, env=envs["off"]) as off:
+        servers = {"on": on, "off": off}
+        for c in sorted(cfg.concurrency)[:-1]:
+            rates = {"on": [], "off": []}
+            for round_ in range(cfg.paired_rounds + 1):  # round 0 warms both up and is not kept
+                for batching, server in servers.items():
+                    result = run_wrk(server.url + scenario.path, body_files[scenario.body], c, cfg.paired_round_s,
+                                     cores, content_type=scenario.content_type)
+                    if round_:
+                        rates[batching].append(result.req_per_s)
+            on_rate, off_rate = statistics.median(rates["on"]), statistics.median(rates["off"])
+            out[str(c)] = {"on": rates["on"], "off": rates["off"], "ratio": on_rate / off_rate if off_rate else None}
+            cfg.log(f"[bench] paired on/off c={c}: medians {on_rate:.0f} / {off_rate:.0f} req/s "
+                    f"over {cfg.paired_rounds} alternating rounds of {cfg.paired_round_s:g} s")
+    return out
 
 
 def _add_ratios(rows: list[dict], inprocess: dict) -> None:

@@ -65,6 +65,11 @@ def test_checks_judge_each_target():
     assert by_target["encode-npy-1024: images/s >= 0.60 x in-process (best c)"] is True
     assert by_target["decode-npy-1024: images/s >= 0.50 x in-process (best c)"] is False
     assert by_target["zero errors / non-2xx (floor and batching on)"] is False
+    # Paired rounds, when the run has them, decide "on >= off" below the top concurrency.
+    paired = {"1": {"on": [2900, 2950, 2800], "off": [3100, 3150, 3200], "ratio": 2900 / 3150}}
+    judged = checks({"rows": rows, "info": {"paired": paired}})
+    c1 = next(c for c in judged if c["target"].startswith("encode-json c=1: batching on >= off"))
+    assert c1["passed"] is False and "median of 3 alternating rounds" in c1["measured"]
 
 
 def test_write_section_replaces_only_its_own_block(tmp_path):
