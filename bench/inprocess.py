@@ -18,6 +18,7 @@ import torch
 
 from bench.artifacts import latest_vae
 from bench.bodies import mnist_test_images, npy_bytes
+from service.device import flush_denormals
 
 BATCHES = (1, 16, 1024)
 
@@ -41,7 +42,7 @@ def measure(artifacts_dir: Path, device: str, min_time_s: float) -> dict:
     images, _ = mnist_test_images(max(BATCHES))
     x_all = torch.from_numpy(images.reshape(-1, 784).astype(np.float32) / 255)
     z_all = torch.randn(max(BATCHES), model.latent_dim)
-    torch.set_flush_denormal(True)  # as the service's compute thread does (service.device.flush_denormals)
+    flush_denormals()  # as the service's compute thread does
     result = {"model": source, "device": str(dev), "threads": torch.get_num_threads(), "encode": {}, "decode": {}}
     with torch.inference_mode():
         for b in BATCHES:

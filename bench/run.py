@@ -59,13 +59,17 @@ def run(cfg: RunConfig) -> dict:
     if floors:
         rows += _serve_and_measure(FLOOR_APP, {}, floors, "-", cores, body_files, cfg)
     for batching in cfg.batching:
-        env = {"LATENTSERVE_ARTIFACTS_DIR": str(served), **cfg.service_env, **BATCHING_ENV[batching]}
+        env = _service_env(served, cfg, batching)
         rows += _serve_and_measure(cfg.service_app, env, scenarios, batching, cores, body_files, cfg)
     _add_ratios(rows, info["inprocess"])
     if cfg.paired_rounds and "encode-json" in cfg.scenarios and {"on", "off"} <= set(cfg.batching):
         info["paired"] = _paired_on_off(served, cores, body_files, cfg)
     info["loadavg_end"] = machine.loadavg()
     return {"info": info, "rows": rows}
+
+
+def _service_env(served: Path, cfg: RunConfig, batching: str) -> dict[str, str]:
+    return {"LATENTSERVE_ARTIFACTS_DIR": str(served), **cfg.service_env, **BATCHING_ENV[batching]}
 
 
 def _inprocess(cores, served: Path, cfg: RunConfig) -> dict:
@@ -114,8 +118,8 @@ def _paired_on_off(served: Path, cores, body_files, cfg: RunConfig) -> dict:
     rounds with both servers up, so that drift on a shared machine hits both alike. Minutes apart, as in the main
     table, a lone client's req/s (the same code path on and off) varied by 5-10 % from run to run."""
     scenario, out = BY_NAME["encode-json"], {}
-    envs = {b: {"LATENTSERVE_ARTIFACTS_DIR": str(served), **cfg.service_env, **BATCHING_ENV[b]} for b in ("on", "off")}
-    with Server(cfg.service_app, cores, env=envs["on"]) as on, Server(cfg.service_app, cores, env=envs["off"]) as off:
+    with Server(cfg.service_app, cores, env=_service_env(served, cfg, "on")) as on, \
+            Server(cfg.service_app, cores, env=_service_env(served, cfg, "off")) as off:
         servers = {"on": on, "off": off}
         for c in sorted(cfg.concurrency)[:-1]:
             rates = {"on": [], "off": []}
