@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import serve
+from tests.serving import serve
 
 pytestmark = pytest.mark.anyio
 KEY = "s3cret-key"

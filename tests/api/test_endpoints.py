@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.api.helpers import IMAGES, IMAGES_U8, npy, png_b64, reference, run
+from tests.helpers import IMAGES, IMAGES_U8, npy, png_b64, reference, run
 
 pytestmark = pytest.mark.anyio
 NPY = {"content-type": "application/x-npy"}
@@ -18,7 +18,7 @@ IMAGE_BODIES = {
     "784 list": lambda: {"json": {"images": IMAGES.tolist()}},
     "28x28 rows": lambda: {"json": {"images": IMAGES.reshape(3, 28, 28).tolist()}},
     "png gray": lambda: {"json": {"images": [png_b64(a) for a in IMAGES_U8]}},
-    "png rgb": lambda: {"json": {"images": [png_b64(a, rgb=True) for a in IMAGES_U8]}},
+    "png rgb": lambda: {"json": {"images": [png_b64(a, "RGB") for a in IMAGES_U8]}},
     "npy uint8 (N,28,28)": lambda: {"content": npy(IMAGES_U8), "headers": NPY},
     "npy float32 (N,784)": lambda: {"content": npy(IMAGES), "headers": NPY},
 }

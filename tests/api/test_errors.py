@@ -10,8 +10,8 @@ import pytest
 
 from service import routes
 from service.errors import ClientClosedRequest
-from tests.api.conftest import block, serve
-from tests.api.helpers import IMAGES, npy, png_b64
+from tests.serving import block, serve
+from tests.helpers import IMAGES, npy, png_b64
 
 pytestmark = pytest.mark.anyio
 ONE = [[0.5] * 784]

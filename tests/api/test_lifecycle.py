@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from tests import factories
-from tests.api.conftest import block, serve
+from tests.serving import block, serve
 
 pytestmark = pytest.mark.anyio
 

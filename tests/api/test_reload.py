@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from tests import factories
-from tests.api.conftest import block
+from tests.serving import block
 
 pytestmark = pytest.mark.anyio
 ONE = {"images": [[0.5] * 784]}

@@ -4,60 +4,23 @@ are batched (seen in /metrics), and SIGTERM lets a request already in flight fin
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.factories import artifacts_template  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(artifacts: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "LATENTSERVE_HOST": "127.0.0.1", "LATENTSERVE_PORT": str(port),
-           "LATENTSERVE_ARTIFACTS_DIR": str(artifacts), "LATENTSERVE_MAX_BATCH_SIZE": "64",
-           "LATENTSERVE_TORCH_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server not ready in 60 s: {log.read_text()[-2000:]}")
-
-
 @pytest.fixture
-def server(artifacts_template, tmp_path):
-    proc, url = start(artifacts_template, tmp_path / "server.log")
-    yield proc, url, tmp_path / "server.log"
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
+def server(live_server, tmp_path):
+    proc, url = live_server()
+    return proc, url, tmp_path / "server-0.log"
 
 
 def largest_batch(metrics: str) -> int:

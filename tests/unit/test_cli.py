@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import lvm
-from tests.fixtures_mnist import fake_mnist  # noqa: F401  (fixture)
 from training.__main__ import main
 
 TINY_NET = ["--hidden", "16", "--epochs", "2", "--batch-size", "64", "--valid-size", "100", "--num-threads", "1"]

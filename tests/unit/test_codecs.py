@@ -11,24 +11,10 @@ from PIL import Image
 
 from service import codecs
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from tests.helpers import npy, png_b64
 
 RNG = np.random.default_rng(0)
 GRAY = RNG.integers(0, 256, (28, 28), dtype=np.uint8)
-
-
-def png_b64(array: np.ndarray, mode: str | None = None) -> str:
-    img = Image.fromarray(array)
-    if mode:
-        img = img.convert(mode)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def test_every_image_format_gives_the_same_pixels():

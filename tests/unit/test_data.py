@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures_mnist import fake_mnist, shapes_for, write_fake_mnist  # noqa: F401  (fixture)
+from tests.fixtures_mnist import shapes_for, write_fake_mnist
 from training import data
 from training.data import DataError, load_mnist, parse_idx, write_idx
 

@@ -16,7 +16,6 @@ from service import models
 from service.models import choose_batch_size, warmup_sizes
 from service.registry import Registry
 from tests import factories
-from tests.factories import artifacts_dir, artifacts_template  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.anyio
 

@@ -1,5 +1,5 @@
-"""An app per test over a private copy of the tiny artifacts, driven through httpx's ASGI transport with its
-lifespan started (models loaded and warm before the first request)."""
+"""Fixtures that serve the tiny artifacts: an app per test through httpx's ASGI transport with its lifespan
+started (models loaded and warm before the first request), and a real uvicorn process for socket-level tests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from service.app import create_app
 from service.settings import Settings
-from tests.factories import artifacts_dir, artifacts_template  # noqa: F401  (fixtures)
+from tests.helpers import start_server, stop_server
 
 
 @asynccontextmanager
@@ -45,3 +45,19 @@ def block(client, model: str = "vae", version: int = 1, op: str = "encode") -> t
 
     batcher.fn = gated
     return gate
+
+
+@pytest.fixture
+def live_server(artifacts_template, tmp_path):
+    """A factory: `proc, url = live_server(api_key="k")` starts `python -m service` over the tiny artifacts (a real
+    uvicorn on a free loopback port, ready); every process it started is killed at teardown."""
+    procs = []
+
+    def start(artifacts=None, **env):
+        proc, url = start_server(artifacts or artifacts_template, tmp_path / f"server-{len(procs)}.log", **env)
+        procs.append(proc)
+        return proc, url
+
+    yield start
+    for proc in procs:
+        stop_server(proc)
