@@ -1,9 +1,11 @@
 """Reads the service's Prometheus text: the mean items per forward pass over a scenario comes from
-`latentserve_batch_size` (its _sum and _count, summed over every label set)."""
+`latentserve_batch_size` (its _sum and _count, summed over every label set). Parsing is prometheus_client's."""
 
 from __future__ import annotations
 
 import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def fetch(base_url: str) -> str:
@@ -11,32 +13,27 @@ def fetch(base_url: str) -> str:
         return r.read().decode()
 
 
+def _samples(text: str, name: str):
+    """Every sample of metric family `name` (a counter's family name has no `_total`), parsed by prometheus_client."""
+    family = name.removesuffix("_total")
+    for metric in text_string_to_metric_families(text):
+        if metric.name == family:
+            yield from metric.samples
+
+
 def histogram_totals(text: str, name: str) -> tuple[float, float]:
     """(sum, count) of histogram `name` over all its label sets."""
-    total_sum = total_count = 0.0
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        metric, _, value = line.rpartition(" ")
-        base = metric.split("{", 1)[0]
-        if base == f"{name}_sum":
-            total_sum += float(value)
-        elif base == f"{name}_count":
-            total_count += float(value)
-    return total_sum, total_count
+    samples = list(_samples(text, name))
+    return (sum(s.value for s in samples if s.name == f"{name}_sum"),
+            sum(s.value for s in samples if s.name == f"{name}_count"))
 
 
 def counts_by_label(text: str, name: str, label: str) -> dict[str, float]:
     """Counter `name` summed by the value of one label, e.g. requests by status."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        metric, _, value = line.rpartition(" ")
-        for pair in metric[len(name) + 1:-1].split(","):
-            key, _, val = pair.partition("=")
-            if key == label:
-                out[val.strip('"')] = out.get(val.strip('"'), 0.0) + float(value)
+    for s in _samples(text, name):
+        if s.name == name and label in s.labels:
+            out[s.labels[label]] = out.get(s.labels[label], 0.0) + s.value
     return out
 
 
@@ -72,16 +69,10 @@ def histogram_buckets(text: str, name: str, match: dict[str, str]) -> dict[float
     """Cumulative bucket counts (upper bound -> count) of histogram `name`, summed over the label sets that have
     every label in `match`."""
     out: dict[float, float] = {}
-    prefix = name + "_bucket{"
-    for line in text.splitlines():
-        if not line.startswith(prefix):
-            continue
-        metric, _, value = line.rpartition(" ")
-        labels = dict(pair.split("=", 1) for pair in metric[len(prefix):-1].split(","))
-        labels = {k: v.strip('"') for k, v in labels.items()}
-        if all(labels.get(k) == v for k, v in match.items()):
-            le = float(labels["le"])
-            out[le] = out.get(le, 0.0) + float(value)
+    for s in _samples(text, name):
+        if s.name == f"{name}_bucket" and all(s.labels.get(k) == v for k, v in match.items()):
+            le = float(s.labels["le"])
+            out[le] = out.get(le, 0.0) + s.value
     return out
 
 

@@ -1,18 +1,20 @@
 """The contract between training and the service: each kind trains briefly on 512 synthetic images into tmp_path,
 the artifact rebuilt with lvm alone reproduces the in-process model, and the service loads it and serves the same
-numbers. The service half is skipped, saying so, only while the service package cannot be imported."""
+numbers."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
 
 import lvm
+from service.app import create_app
+from service.settings import Settings
 from tests.fixtures_mnist import shapes_for, write_fake_mnist
 from training import data
 from training.config import AEConfig, PPCAConfig, VAEConfig
@@ -58,13 +60,6 @@ def test_artifact_rebuilds_the_in_process_model(trained, mnist, kind):
 
 
 def test_service_serves_what_training_computed(trained, mnist):
-    if importlib.util.find_spec("service.app") is None or importlib.util.find_spec("service.settings") is None:
-        pytest.skip("service.app / service.settings do not exist yet: only the lvm half of the contract ran")
-    import httpx
-
-    from service.app import create_app
-    from service.settings import Settings
-
     root, models = trained
     x = mnist.test.x[:8]
     app = create_app(Settings(artifacts_dir=root, default_model="vae"))

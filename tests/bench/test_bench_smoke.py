@@ -39,11 +39,16 @@ def test_bench_smoke_runs_clean(tmp_path):
 def test_soak_smoke_passes(tmp_path):
     run = subprocess.run([sys.executable, "-m", "bench.soak", "--duration", "30", "--warmup", "3",
                           "--out-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    result = json.loads((tmp_path / "soak.json").read_text())
+    report = tmp_path / "soak.json"
+    assert report.exists(), f"exit {run.returncode}, no soak.json\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
+    result = json.loads(report.read_text())
     checks = {c["target"]: c for c in result["checks"]}
     for target in ("zero 5xx", "zero connection errors", "every request got its expected status (200, or its 4xx)",
                    "admin reloads answered 200", "RSS at end within 10% of after warm-up"):
         assert checks[target]["passed"], (target, checks[target]["measured"], result["unexpected"][:10])
     assert result["requests"] > 100 and result["malformed"] > 0
     assert result["p99_first_ms"] > 0 and result["p99_last_ms"] > 0
-    assert run.returncode in (0, 1)  # 1 only when the p99 drift check failed, which a shared CI machine may cause
+    # The p99 drift check may fail on a shared CI machine; the exit status must then be 1 and say only that.
+    failed = {t for t, c in checks.items() if not c["passed"]}
+    assert failed <= {"p99 last window <= 1.5 x first"}, failed
+    assert run.returncode == (1 if failed else 0), run.stderr[-3000:]
