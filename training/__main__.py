@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         if flag == "hidden":
             fit.add_argument(option, type=int, nargs="+", help="hidden layer widths, e.g. --hidden 512 256")
         else:
-            fit.add_argument(option, type=kind, help="default: see README.md, Training")
+            fit.add_argument(option, type=kind, help="default: see docs/artifacts.md, Training")
     evaluate = commands.add_parser("evaluate", help="recompute the test figures of an artifact version")
     evaluate.add_argument("path", type=Path)
     evaluate.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")

@@ -1,6 +1,6 @@
 """The frozen hyper-parameter records of each model kind; each artifact's manifest holds the one it was made with.
 
-The defaults are the recipes that meet the quality bars of the committed K = 2 artifacts (README.md, Training).
+The defaults are the recipes that meet the quality bars of the committed K = 2 artifacts (docs/artifacts.md, Training).
 """
 
 from __future__ import annotations
