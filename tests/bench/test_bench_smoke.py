@@ -11,6 +11,7 @@ import pytest
 from bench.wrk import wrk_path
 
 REPO = Path(__file__).resolve().parents[2]
+_P99_DRIFT = "p99 last window <= 1.5 x first"
 pytestmark = pytest.mark.slow
 
 
@@ -42,13 +43,12 @@ def test_soak_smoke_passes(tmp_path):
     report = tmp_path / "soak.json"
     assert report.exists(), f"exit {run.returncode}, no soak.json\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
     result = json.loads(report.read_text())
-    checks = {c["target"]: c for c in result["checks"]}
-    for target in ("zero 5xx", "zero connection errors", "every request got its expected status (200, or its 4xx)",
-                   "admin reloads answered 200", "RSS at end within 10% of after warm-up"):
-        assert checks[target]["passed"], (target, checks[target]["measured"], result["unexpected"][:10])
     assert result["requests"] > 100 and result["malformed"] > 0
     assert result["p99_first_ms"] > 0 and result["p99_last_ms"] > 0
-    # The p99 drift check may fail on a shared CI machine; the exit status must then be 1 and say only that.
-    failed = {t for t, c in checks.items() if not c["passed"]}
-    assert failed <= {"p99 last window <= 1.5 x first"}, failed
-    assert run.returncode == (1 if failed else 0), run.stderr[-3000:]
+    # Every check must pass but the p99 drift, which a shared CI machine may fail; the exit status says the same.
+    checks = {c["target"]: c for c in result["checks"]}
+    assert "zero connection errors" in checks and "admin reloads answered 200" in checks, sorted(checks)
+    failed = {t: checks[t]["measured"] for t in checks if not checks[t]["passed"]}
+    failed.pop(_P99_DRIFT, None)
+    assert not failed, (failed, result["unexpected"][:10])
+    assert run.returncode == (0 if checks[_P99_DRIFT]["passed"] else 1), run.stderr[-3000:]
