@@ -88,28 +88,21 @@ class ServedModel:
     placement: Placement
     batchers: dict[str, Batcher] = field(default_factory=dict)
     batch_sizes: dict[str, int] = field(default_factory=dict)  # per operation, chosen by warm_up
+    # Fixed for the version's life and read on every request: plain attributes, copied once.
+    name: str = field(init=False)
+    version: int = field(init=False)
+    kind: str = field(init=False)
+    latent_dim: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name, self.version, self.kind = self.artifact.name, self.artifact.version, self.artifact.kind
+        self.latent_dim = self.model.latent_dim
 
     @classmethod
     def load(cls, artifact: Artifact, placement: Placement) -> ServedModel:
         """Builds the network and moves it to the device (blocking: call it off the event loop)."""
         model = placement.move(artifact.build())
         return cls(artifact, model, placement)
-
-    @property
-    def name(self) -> str:
-        return self.artifact.name
-
-    @property
-    def version(self) -> int:
-        return self.artifact.version
-
-    @property
-    def kind(self) -> str:
-        return self.artifact.kind
-
-    @property
-    def latent_dim(self) -> int:
-        return self.model.latent_dim
 
     async def warm_up(self, runtime: Runtime, repeats: int = 3) -> None:
         """Runs every operation at every warm-up size, checks the outputs are finite, and picks each operation's
