@@ -1,5 +1,6 @@
-"""Which artifacts a run serves: the committed ones when artifacts/ has a vae, else random-init stand-ins of the
-default architectures (784-128-128-2 AE and VAE, a random PPCA) written once into a scratch folder."""
+"""Which artifacts a run serves: the committed ones when artifacts/ has a vae, else random-init stand-ins (784-128-128-2
+AE and VAE, the notebook's recipe, smaller than training's 512-256 default; a random PPCA) written once into a scratch
+folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import torch
 
 from lvm.artifact import list_versions, load_artifact, write_artifact
-from lvm.networks import PPCA, LatentModel, MLPModel, architecture_for
+from lvm.networks import PPCA, LatentModel, MLPModel
 
 DEFAULT_HIDDEN = [128, 128]
 LATENT_DIM = 2
@@ -24,7 +25,7 @@ def ensure(root: Path, scratch: Path) -> tuple[Path, str]:
         return root, f"committed artifacts in {root}"
     if not has_model(scratch):
         for name, model in _random_models().items():
-            write_artifact(scratch, name, model, _manifest(model))
+            write_artifact(scratch, name, model, _MANIFEST)
     return scratch, f"random-init stand-ins in {scratch} ({root} holds no vae yet)"
 
 
@@ -38,15 +39,13 @@ def _random_models() -> dict[str, LatentModel]:
             "vae": MLPModel("vae", LATENT_DIM, DEFAULT_HIDDEN)}
 
 
-def _manifest(model: LatentModel) -> dict:
-    return {
-        "likelihood": "gaussian" if model.kind == "ppca" else "bernoulli",
-        "architecture": architecture_for(model.kind, LATENT_DIM, getattr(model, "hidden", None)),
-        "training": {"note": "random initialisation for the benchmark; not trained", "seed": 0},
-        "data": {"dataset": "none"},
-        "metrics": {},
-        "software": {"torch": torch.__version__},
-    }
+# What write_artifact asks of its caller; the model describes itself (kind, likelihood, architecture).
+_MANIFEST = {
+    "training": {"note": "random initialisation for the benchmark; not trained", "seed": 0},
+    "data": {"dataset": "none"},
+    "metrics": {},
+    "software": {"torch": torch.__version__},
+}
 
 
 def latest_vae(root: Path) -> tuple[LatentModel, str]:

@@ -1,7 +1,8 @@
 """Shared by training and the service: the network definitions and the artifact format. Torch only."""
 
-from lvm.artifact import Artifact, ArtifactError, load_artifact, read_manifest, scan, write_artifact
-from lvm.networks import INPUT_DIM, KINDS, LatentModel, MLPModel, PPCA, architecture_for, build_model
+from lvm.architecture import build_model, check_sizes
+from lvm.artifact import Artifact, ArtifactError, load_artifact, parse_version, read_manifest, scan, write_artifact
+from lvm.networks import INPUT_DIM, KINDS, LatentModel, MLPModel, PPCA
 
 __all__ = [
     "Artifact",
@@ -11,9 +12,10 @@ __all__ = [
     "LatentModel",
     "MLPModel",
     "PPCA",
-    "architecture_for",
     "build_model",
+    "check_sizes",
     "load_artifact",
+    "parse_version",
     "read_manifest",
     "scan",
     "write_artifact",

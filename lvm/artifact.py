@@ -11,25 +11,30 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
 from torch import Tensor
 
-from lvm.networks import IMAGE_SHAPE, KINDS, LatentModel, build_model
+from lvm.architecture import build_model, check_shapes, weight_shapes
+from lvm.networks import IMAGE_SHAPE, KINDS, LatentModel
+from lvm.staging import follow_umask, staging_folder
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_TMP_PREFIX = ".tmp-"
+# A version is written in ASCII digits without a leading zero ("²" and "١" pass str.isdigit but are not versions).
+VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,8}")
+
+log = logging.getLogger("lvm.artifact")
 
 # Keys every manifest has, with the type each must have.
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -75,9 +80,13 @@ class Artifact:
     def build(self) -> LatentModel:
         """The model in eval mode on the CPU, gradients off."""
         try:
-            return build_model(self.kind, self.manifest["architecture"], self.tensors)
-        except (KeyError, TypeError, ValueError) as exc:
+            model = build_model(self.kind, self.manifest["architecture"], self.tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ArtifactError(f"{self.path}: {exc}") from None
+        if self.manifest["likelihood"] != model.likelihood:
+            raise ArtifactError(f"{self.path}: likelihood {self.manifest['likelihood']!r} is not the {model.likelihood!r}"
+                                f" a {self.kind} model is fitted under")
+        return model
 
 
 def sha256_file(path: Path) -> str:
@@ -94,11 +103,26 @@ def check_name(name: str) -> str:
     return name
 
 
+def parse_version(text: str) -> int | None:
+    """The version a folder name or query value stands for, or None unless it is ASCII [1-9][0-9]* (9 digits at most)."""
+    return int(text) if VERSION_PATTERN.fullmatch(text) else None
+
+
 def list_versions(name_dir: Path) -> list[int]:
-    """The integer versions present under <root>/<name>, ascending; temporary and stray folders are ignored."""
+    """The integer versions present under <root>/<name>, ascending. Temporary and hidden folders are ignored; any
+    other folder that is not a version name is skipped with one log line."""
     if not name_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in name_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+    versions = []
+    for p in name_dir.iterdir():
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        version = parse_version(p.name)
+        if version is None:
+            log.warning("skipped %s: a version folder is named in ASCII digits without a leading zero", p)
+        else:
+            versions.append(version)
+    return sorted(versions)
 
 
 def scan(root: Path) -> Iterator[tuple[str, int, Path]]:
@@ -119,38 +143,45 @@ def write_artifact(
 ) -> Path:
     """Writes a new version of `name` under root and returns its folder.
 
-    `manifest` holds everything but format_version, name, version, created_at, input_shape and files, which are
+    `manifest` holds the training, data, metrics and software blocks; what the model says of itself (kind,
+    latent_dim, likelihood, architecture) and format_version, name, version, created_at, input_shape and files are
     filled in here. `write_extras(folder)` may add files (the report). Everything is written into a temporary folder
-    beside the versions and renamed into place at the end, so an interrupted write leaves no version behind.
+    beside the versions and renamed into place at the end, so an interrupted write leaves no version behind; the
+    leftovers of writers that were killed are removed here.
     """
     check_name(name)
     name_dir = Path(root) / name
     name_dir.mkdir(parents=True, exist_ok=True)
-    tmp = name_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    architecture = model.architecture()
+    weight_shapes(model.kind, architecture)  # refuses what no loader would accept (sizes beyond the bounds)
+    with staging_folder(name_dir) as tmp:
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        safetensors.torch.save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format_version": str(FORMAT_VERSION)})
+        # The header carries the architecture too: the loader refuses a manifest edited to say something else.
+        metadata = {"format_version": str(FORMAT_VERSION), "architecture": json.dumps(architecture, sort_keys=True)}
+        safetensors.torch.save_file(tensors, tmp / WEIGHTS_FILE, metadata=metadata)
         if write_extras is not None:
             write_extras(tmp)
         files = {
             p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
+        described = {"kind": model.kind, "latent_dim": model.latent_dim, "likelihood": model.likelihood,
+                     "architecture": architecture}
         full = {
             "format_version": FORMAT_VERSION,
             "name": name,
             "version": 0,
-            "kind": model.kind,
-            "latent_dim": model.latent_dim,
+            **described,
             "input_shape": list(IMAGE_SHAPE),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **manifest,
+            **described,  # the model's word wins over a caller's
             "files": files,
         }
         while True:
             version = (list_versions(name_dir) or [0])[-1] + 1
             full["version"] = version
             _write_json(tmp / MANIFEST_FILE, full)
+            follow_umask(tmp)
             target = name_dir / str(version)
             try:
                 # rename(2) is atomic and refuses a non-empty target, so a concurrent writer that took this number
@@ -161,9 +192,6 @@ def write_artifact(
                     continue
                 raise
             return target
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -200,12 +228,16 @@ def read_manifest(path: Path) -> dict:
         raise ArtifactError(f"{path}: latent_dim {manifest['latent_dim']} disagrees with the architecture")
     if manifest["input_shape"] != list(IMAGE_SHAPE):
         raise ArtifactError(f"{path}: input_shape {manifest['input_shape']} is not {list(IMAGE_SHAPE)}")
-    if path.name.isdigit() and (manifest["version"] != int(path.name) or manifest["name"] != path.parent.name):
+    if parse_version(path.name) is not None and (manifest["version"] != int(path.name) or manifest["name"] != path.parent.name):
         raise ArtifactError(
             f"{path}: manifest says {manifest['name']}/{manifest['version']}, folder is {path.parent.name}/{path.name}"
         )
     if WEIGHTS_FILE not in manifest["files"]:
         raise ArtifactError(f"{path}: manifest lists no {WEIGHTS_FILE}")
+    try:
+        weight_shapes(manifest["kind"], manifest["architecture"])  # bounds and shape, before any file is read
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
     return manifest
 
 
@@ -232,8 +264,32 @@ def load_artifact(path: Path, verify: bool = True) -> Artifact:
     manifest = read_manifest(path)
     if verify:
         verify_files(path, manifest)
+    check_header(path, manifest)
     try:
         tensors = safetensors.torch.load_file(path / WEIGHTS_FILE, device="cpu")
     except Exception as exc:  # safetensors raises its own error types for truncated or malformed files
         raise ArtifactError(f"{path}: {WEIGHTS_FILE} cannot be read ({exc})") from None
     return Artifact(path=path, manifest=manifest, tensors=tensors)
+
+
+def check_header(path: Path, manifest: dict) -> None:
+    """Compares the weights' safetensors header (names, shapes, the architecture recorded at write time) with the
+    manifest, reading no tensor; raises ArtifactError on any disagreement."""
+    try:
+        with safetensors.safe_open(path / WEIGHTS_FILE, framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            recorded = (f.metadata() or {}).get("architecture")
+    except Exception as exc:  # safetensors raises its own error types for truncated or malformed files
+        raise ArtifactError(f"{path}: {WEIGHTS_FILE} cannot be read ({exc})") from None
+    try:
+        check_shapes(manifest["kind"], manifest["architecture"], shapes)
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    # Artifacts written before the header carried the architecture have none to compare with.
+    if recorded is not None and json.loads(recorded) != manifest["architecture"]:
+        written = json.loads(recorded)
+        fields = sorted(k for k in written.keys() | manifest["architecture"].keys()
+                        if written.get(k) != manifest["architecture"].get(k))
+        raise ArtifactError(f"{path}: the manifest's architecture disagrees with the one its weights were written with: "
+                            + ", ".join(f"{k} {manifest['architecture'].get(k)!r} (written: {written.get(k)!r})"
+                                        for k in fields))

@@ -25,6 +25,7 @@ class LatentModel(nn.Module):
     """Common interface: x is (B, 784) in [0, 1], z is (B, K), eps is standard normal noise of z's shape."""
 
     kind: str
+    likelihood: str  # the pixel likelihood the model was fitted under, recorded in the manifest
     latent_dim: int
 
     def __init__(self, latent_dim: int) -> None:
@@ -34,9 +35,9 @@ class LatentModel(nn.Module):
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale_tril", torch.eye(latent_dim))
 
-    @property
-    def has_scale(self) -> bool:
-        return self.kind != "ae"
+    def architecture(self) -> dict:
+        """The manifest's `architecture` block: everything `lvm.build_model` needs besides the weights."""
+        raise NotImplementedError
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Posterior mean and standard deviation of z given x, each (B, K); the scale is None for the AE."""
@@ -90,14 +91,28 @@ class Encoder(nn.Module):
 class MLPModel(LatentModel):
     """The autoencoder (`ae`) and the VAE (`vae`): MLP encoder, mirrored MLP decoder with Bernoulli logits."""
 
+    likelihood = "bernoulli"
+
     def __init__(self, kind: str, latent_dim: int, hidden: list[int], activation: str = "softplus") -> None:
         if kind not in ("ae", "vae"):
             raise ValueError(f"MLPModel is for kinds 'ae' and 'vae', not {kind!r}")
         super().__init__(latent_dim)
         self.kind = kind
         self.hidden = list(hidden)
+        self.activation = activation
         self.encoder = Encoder(latent_dim, self.hidden, activation, with_scale=kind == "vae")
         self.decoder = mlp([latent_dim, *reversed(self.hidden), INPUT_DIM], activation, final_activation=False)
+
+    def architecture(self) -> dict:
+        return {
+            "type": "mlp",
+            "input_dim": INPUT_DIM,
+            "latent_dim": self.latent_dim,
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "scale_head": "softplus" if self.kind == "vae" else None,
+            "output": "bernoulli_logits",
+        }
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.encoder(x)
@@ -114,6 +129,7 @@ class PPCA(LatentModel):
     """Probabilistic PCA (Tipping & Bishop 1999): x = W z + mu + noise, z ~ N(0, I), noise ~ N(0, sigma2 I)."""
 
     kind = "ppca"
+    likelihood = "gaussian"
 
     def __init__(self, W: Tensor, mu: Tensor, sigma2: Tensor) -> None:
         super().__init__(W.shape[1])
@@ -132,6 +148,9 @@ class PPCA(LatentModel):
             "_reconstruct_matrix", (M @ torch.linalg.inv(W64.T @ W64) @ W64.T).to(W.dtype), persistent=False
         )
 
+    def architecture(self) -> dict:
+        return {"type": "ppca", "input_dim": INPUT_DIM, "latent_dim": self.latent_dim}
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z_loc = (x - self.mu) @ self._encode_map
         # The posterior scale is the same for every x; a real (B, K) array, not a broadcast view, so that callers
@@ -147,47 +166,3 @@ class PPCA(LatentModel):
     def marginal_covariance(self) -> Tensor:
         """C = W Wᵀ + σ²I, (784, 784)."""
         return self.W @ self.W.T + self.sigma2 * torch.eye(self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
-
-
-def architecture_for(kind: str, latent_dim: int, hidden: list[int] | None = None, activation: str = "softplus") -> dict:
-    """The manifest's `architecture` block: everything `build_model` needs besides the weights."""
-    if kind == "ppca":
-        return {"type": "ppca", "input_dim": INPUT_DIM, "latent_dim": latent_dim}
-    if kind in ("ae", "vae"):
-        return {
-            "type": "mlp",
-            "input_dim": INPUT_DIM,
-            "latent_dim": latent_dim,
-            "hidden": list(hidden or []),
-            "activation": activation,
-            "scale_head": "softplus" if kind == "vae" else None,
-            "output": "bernoulli_logits",
-        }
-    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
-
-
-def build_model(kind: str, architecture: dict, tensors: dict[str, Tensor]) -> LatentModel:
-    """Rebuilds a model from its manifest entries and weights; raises ValueError when they do not fit together."""
-    latent_dim = int(architecture["latent_dim"])
-    if kind == "ppca":
-        missing = {"W", "mu", "sigma2"} - tensors.keys()
-        if missing:
-            raise ValueError(f"PPCA weights lack {sorted(missing)}")
-        W = tensors["W"]
-        if W.shape != (INPUT_DIM, latent_dim) or tensors["mu"].shape != (INPUT_DIM,):
-            raise ValueError(f"PPCA weights have W {tuple(W.shape)}, expected ({INPUT_DIM}, {latent_dim})")
-        model: LatentModel = PPCA(W, tensors["mu"], tensors["sigma2"])
-        model.prior_loc.copy_(tensors.get("prior_loc", model.prior_loc))
-        model.prior_scale_tril.copy_(tensors.get("prior_scale_tril", model.prior_scale_tril))
-    elif kind in ("ae", "vae"):
-        activation = architecture.get("activation", "softplus")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}")
-        model = MLPModel(kind, latent_dim, [int(h) for h in architecture["hidden"]], activation)
-        try:
-            model.load_state_dict(tensors, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"weights do not match the architecture: {exc}") from None
-    else:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return model.eval().requires_grad_(False)

@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import errors, routes
-from service.auth import AuthMiddleware
+from service.auth import AuthMiddleware, declare_bearer
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
+from service.runtime import freeze_heap, tune_process
 from service.settings import Settings
 from service.state import ServiceState, hook_signals, unhook_signals
 
@@ -24,13 +25,19 @@ default model, its highest loaded version). Images go in as JSON (784 numbers in
 Every error is JSON: `{"detail": ..., "type": ...}`."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, serving_process: bool = False) -> FastAPI:
+    """The app; with `serving_process` (the module's `app`, which `python -m service` and `uvicorn service.app:app`
+    serve) its lifespan also tunes the process once, and freezes the heap after the first load. Test apps do not."""
     settings = settings or Settings()
     state = ServiceState(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if serving_process:
+            tune_process(settings.torch_threads)
         await state.start()
+        if serving_process:
+            state.initial_load.add_done_callback(lambda _: freeze_heap())
         previous = hook_signals(state)
         try:
             yield
@@ -52,8 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.api_key:
         app.add_middleware(AuthMiddleware, api_key=settings.api_key)
+        declare_bearer(app)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
 
 
-app = create_app()
+app = create_app(serving_process=True)

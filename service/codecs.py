@@ -1,5 +1,6 @@
 """Bytes in, arrays out and back: JSON numbers, base64 PNGs and .npy bodies to float32 (N, D) arrays, checked with
-numpy (shape, finite, range) before anything is queued; and arrays to JSON, PNG grids and .npy replies.
+numpy (shape, finite, range) before anything is queued; the seed and flag values of bodies and query strings; and
+arrays to JSON, PNG grids and .npy replies.
 
 No pydantic on this path: bodies are parsed with orjson and validated with numpy, which is what keeps it fast.
 """
@@ -10,6 +11,8 @@ import base64
 import binascii
 import io
 import math
+import random
+import re
 
 import numpy as np
 import orjson
@@ -22,6 +25,11 @@ JSON = "application/json"
 NPY = "application/x-npy"
 PNG = "image/png"
 _PNG_DATA_URL = "data:image/png;base64,"
+MIN_ITEMS = 1  # per request; the most is the max_items_per_request setting
+SEED_LIMIT = 2**63  # seeds lie in [0, SEED_LIMIT)
+_ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
+# Pillow's modes for 16-bit greyscale PNGs (Pillow keeps 16 bits only for grey; colour comes as 8-bit RGB).
+_SIXTEEN_BIT_GREY = frozenset(("I;16", "I;16B", "I;16L", "I"))
 
 
 def body_format(content_type: str | None) -> str:
@@ -65,8 +73,33 @@ def load_json(body: bytes) -> dict:
 def check_count(n: int, max_items: int, what: str) -> None:
     if n > max_items:
         raise PayloadTooLarge(f"{n} {what} exceed the limit of {max_items} per request")
-    if n < 1:
+    if n < MIN_ITEMS:
         raise InvalidInput(f"send at least one of the {what}")
+
+
+def seed(value: object) -> int:
+    """A body's seed (a JSON integer in [0, 2^63)), or a fresh random one when it gave none."""
+    if value is None:
+        return random.getrandbits(63)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise InvalidInput("seed must be an integer in [0, 2^63) or null")
+    return value
+
+
+def query_seed(text: str | None) -> int:
+    """A query string's seed: ASCII digits only ('²' passes str.isdigit and int() would take '١')."""
+    if text is not None and not _ASCII_DIGITS.fullmatch(text):
+        raise InvalidInput(f"seed must be a non-negative integer in ASCII digits, got {text[:32]!r}")
+    return seed(None if text is None else int(text))
+
+
+def flag(text: str | None, name: str) -> bool:
+    """A query string's boolean: absent, 0, false or no; 1, true or yes."""
+    if text is None or text.lower() in ("0", "false", "no"):
+        return False
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    raise InvalidInput(f"{name} must be true or false, got {text[:16]!r}")
 
 
 def _numbers(value: object, what: str) -> np.ndarray:
@@ -98,12 +131,19 @@ def check_pixels(x: np.ndarray) -> np.ndarray:
     if not (lo >= 0.0 and hi <= 1.0):
         if not np.isfinite(x).all():
             raise InvalidInput("images hold non-finite numbers")
-        raise InvalidInput(f"pixels must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; send uint8 .npy for 0-255")
+        raise InvalidInput(f"pixels must lie in [0, 1], got values in [{_exact(lo)}, {_exact(hi)}]; "
+                           "send uint8 .npy for 0-255")
     return x
 
 
+def _exact(value: np.floating) -> str:
+    """The shortest decimal that reads back as the same float32: 1.0000001 stays 1.0000001, never 1."""
+    return np.format_float_positional(value, unique=True, trim="-")
+
+
 def decode_png(text: str, index: int = 0) -> np.ndarray:
-    """A base64 PNG (grayscale or colour, 28x28) as 784 float32 pixels in [0, 1]; colour becomes 8-bit luminance."""
+    """A base64 PNG (28x28; 1-, 8- or 16-bit grey, palette, RGB or RGBA) as 784 float32 pixels in [0, 1], scaled by
+    the image's bit depth; colour becomes 8-bit luminance and alpha is ignored."""
     if text.startswith(_PNG_DATA_URL):
         text = text[len(_PNG_DATA_URL):]
     try:
@@ -115,12 +155,15 @@ def decode_png(text: str, index: int = 0) -> np.ndarray:
             # The size is known from the header, before any pixel is decoded: this also stops decompression bombs.
             if img.size != (IMAGE_SHAPE[1], IMAGE_SHAPE[0]):
                 raise InvalidInput(f"image {index} is {img.size[0]}x{img.size[1]} pixels; only 28x28 PNGs are accepted")
-            gray = np.asarray(img.convert("L"), dtype=np.float32)
+            if img.mode in _SIXTEEN_BIT_GREY:  # convert("L") would clip every value above 255 to white
+                gray = np.asarray(img, dtype=np.float32) / np.float32(65535.0)
+            else:
+                gray = np.asarray(img.convert("L"), dtype=np.float32) / np.float32(255.0)
     except InvalidInput:
         raise
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError) for bad files
         raise InvalidInput(f"image {index} is not a readable PNG ({type(exc).__name__})") from None
-    return (gray / 255.0).reshape(INPUT_DIM)
+    return gray.reshape(INPUT_DIM)
 
 
 def _one_image(value: object, index: int) -> np.ndarray:
@@ -139,11 +182,21 @@ def images_from_json(value: object, max_items: int) -> np.ndarray:
     if value and isinstance(value[0], (int, float)):
         raise InvalidInput("'images' must be a list of images; got a single image, wrap it in a list")
     check_count(len(value), max_items, "images")
-    if any(isinstance(item, str) for item in value):
+    x = None if any(isinstance(item, str) for item in value) else _uniform_rows(value)
+    if x is None:  # PNGs, or flat and 28x28 images mixed: image by image
         x = np.stack([_one_image(item, i) for i, item in enumerate(value)])
-    else:
-        x = _as_rows(_numbers(value, "images"), "images")
     return check_pixels(x)
+
+
+def _uniform_rows(value: list) -> np.ndarray | None:
+    """(N, 784) in one numpy call when every image has the same layout; None when layouts are mixed or malformed
+    (then each image is read on its own, which also names the bad one)."""
+    try:
+        with np.errstate(over="ignore"):
+            arr = np.array(value, dtype=np.float32)
+    except (ValueError, TypeError):
+        return None
+    return _as_rows(arr, "images")
 
 
 def latents_from_json(value: object, latent_dim: int, max_items: int) -> np.ndarray:

@@ -102,8 +102,3 @@ class Placement:
 
     def move(self, module: torch.nn.Module) -> torch.nn.Module:
         return module.to(self.device)
-
-    def describe(self) -> str:
-        if self.device.type == "cuda":
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)}), pinned host buffers"
-        return f"cpu, {torch.get_num_threads()} torch thread(s)"

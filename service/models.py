@@ -16,10 +16,11 @@ from torch import Tensor
 
 from lvm import Artifact, LatentModel
 from lvm.networks import INPUT_DIM
-from service.batcher import Activity, BatchConfig, Batcher, BatchObserver, ComputeThread
+from service.batcher import Batcher, BatchObserver
 from service.device import Placement
+from service.runtime import Runtime
 
-OPERATIONS = ("encode", "decode", "reconstruct", "sample")
+OPERATIONS = ("encode", "decode", "reconstruct", "sample")  # as the URLs name them; metrics and routes import this
 
 
 def _operations(model: LatentModel) -> dict[str, Callable[[Tensor], tuple[Tensor, ...]]]:
@@ -39,7 +40,8 @@ def _operations(model: LatentModel) -> dict[str, Callable[[Tensor], tuple[Tensor
     def sample(eps: Tensor) -> tuple[Tensor, ...]:
         return model.sample(eps)
 
-    return {"encode": encode, "decode": decode, "reconstruct": reconstruct, "sample": sample}
+    functions = {"encode": encode, "decode": decode, "reconstruct": reconstruct, "sample": sample}
+    return {op: functions[op] for op in OPERATIONS}
 
 
 def _batch_fn(op: Callable[[Tensor], tuple[Tensor, ...]], placement: Placement):
@@ -86,6 +88,15 @@ class ServedModel:
     placement: Placement
     batchers: dict[str, Batcher] = field(default_factory=dict)
     batch_sizes: dict[str, int] = field(default_factory=dict)  # per operation, chosen by warm_up
+    # Fixed for the version's life and read on every request: plain attributes, copied once.
+    name: str = field(init=False)
+    version: int = field(init=False)
+    kind: str = field(init=False)
+    latent_dim: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name, self.version, self.kind = self.artifact.name, self.artifact.version, self.artifact.kind
+        self.latent_dim = self.model.latent_dim
 
     @classmethod
     def load(cls, artifact: Artifact, placement: Placement) -> ServedModel:
@@ -93,28 +104,7 @@ class ServedModel:
         model = placement.move(artifact.build())
         return cls(artifact, model, placement)
 
-    @property
-    def name(self) -> str:
-        return self.artifact.name
-
-    @property
-    def version(self) -> int:
-        return self.artifact.version
-
-    @property
-    def kind(self) -> str:
-        return self.artifact.kind
-
-    @property
-    def latent_dim(self) -> int:
-        return self.model.latent_dim
-
-    @property
-    def has_scale(self) -> bool:
-        return self.model.has_scale
-
-    async def warm_up(self, compute: ComputeThread, max_batch_size: int, max_pass_s: float = 0.0,
-                      repeats: int = 3) -> None:
+    async def warm_up(self, runtime: Runtime, repeats: int = 3) -> None:
         """Runs every operation at every warm-up size, checks the outputs are finite, and picks each operation's
         batch size from the fastest of `repeats` timed passes per size. Each pass is a job of its own on the compute
         thread, so the batches of versions already serving go between them rather than waiting for all of them.
@@ -124,6 +114,7 @@ class ServedModel:
         reconstruct while single-image /encode kept the core busy). On CUDA the pass waits on the device, so wall time.
         """
         clock = time.thread_time if self.placement.device.type == "cpu" else time.perf_counter
+        compute, max_batch_size, max_pass_s = runtime.compute, runtime.config.max_batch_size, runtime.config.max_pass_s
         for op, fn in _operations(self.model).items():
             run = _batch_fn(fn, self.placement)
             width = input_width(op, self.latent_dim)
@@ -141,19 +132,14 @@ class ServedModel:
                     break  # larger sizes take longer still, and this queue will never form them
             self.batch_sizes[op] = choose_batch_size(pass_s, max_pass_s)
 
-    def start(
-        self,
-        compute: ComputeThread,
-        activity: Activity,
-        config: BatchConfig,
-        observer: Callable[[str], BatchObserver] | None = None,
-    ) -> None:
+    def start(self, runtime: Runtime, observer: Callable[[str], BatchObserver] | None = None) -> None:
         """Creates and starts one batcher per operation (on the event loop)."""
+        config = runtime.config
         for op, fn in _operations(self.model).items():
             batcher = Batcher(
                 _batch_fn(fn, self.placement),
-                compute,
-                activity,
+                runtime.compute,
+                runtime.activity,
                 replace(config, max_batch_size=self.batch_sizes.get(op, config.max_batch_size)),
                 observer(op) if observer else None,
                 name=f"{self.name}/{self.version}/{op}",

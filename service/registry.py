@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lvm
-from service.batcher import Activity, BatchConfig, BatchObserver, ComputeThread
-from service.device import Placement
+from service.batcher import BatchObserver
 from service.errors import InvalidInput, Unavailable, UnknownModel
-from service.metrics import Metrics
 from service.models import ServedModel
+from service.runtime import Runtime
 
 log = logging.getLogger("service.registry")
 
@@ -32,19 +31,9 @@ class Refusal:
 
 
 class Registry:
-    def __init__(
-        self,
-        root: Path,
-        default_model: str,
-        placement: Placement,
-        compute: ComputeThread,
-        activity: Activity,
-        config: BatchConfig,
-        metrics: Metrics,
-    ) -> None:
-        self.root, self.default_model = Path(root), default_model
-        self._placement, self._compute, self._activity = placement, compute, activity
-        self._config, self._metrics = config, metrics
+    def __init__(self, root: Path, default_model: str, runtime: Runtime) -> None:
+        self.root, self.default_model, self._runtime = Path(root), default_model, runtime
+        self._metrics = runtime.metrics
         self.models: dict[str, dict[int, ServedModel]] = {}
         self.refused: list[Refusal] = []
         self._lock = asyncio.Lock()
@@ -68,12 +57,13 @@ class Registry:
         return served
 
     def resolve(self, name: str | None, version_text: str | None) -> ServedModel:
-        """`get` from raw query parameters."""
+        """`get` from raw query parameters; a version is ASCII digits, as the folders are named."""
         if version_text is None:
             return self.get(name, None)
-        if not version_text.isdigit() or len(version_text) > 9:
-            raise InvalidInput(f"version must be a positive integer, got {version_text[:32]!r}")
-        return self.get(name, int(version_text))
+        version = lvm.parse_version(version_text)
+        if version is None:
+            raise InvalidInput(f"version must be a positive integer in ASCII digits, got {version_text[:32]!r}")
+        return self.get(name, version)
 
     async def reload(self) -> dict:
         """Rescans the folder: load + verify + warm each new version, then swap; returns what changed."""
@@ -108,9 +98,9 @@ class Registry:
 
     async def _prepare(self, path: Path) -> ServedModel:
         artifact = await asyncio.to_thread(lvm.load_artifact, path)
-        served = await asyncio.to_thread(ServedModel.load, artifact, self._placement)
+        served = await asyncio.to_thread(ServedModel.load, artifact, self._runtime.placement)
         # Warm-up runs on the compute thread, between the batches of the versions already serving.
-        await served.warm_up(self._compute, self._config.max_batch_size, self._config.max_pass_s)
+        await served.warm_up(self._runtime)
         return served
 
     def _swap(self, fresh: list[ServedModel], dropped: list[ServedModel]) -> None:
@@ -121,7 +111,7 @@ class Registry:
             if not versions:
                 del self.models[served.name]
         for served in fresh:
-            served.start(self._compute, self._activity, self._config, self._observer(served))
+            served.start(self._runtime, self._observer(served))
             self.models.setdefault(served.name, {})[served.version] = served
             self._metrics.model_loaded(served.name, served.version, served.kind)
             log.info("serving %s/%s (%s, latent_dim %d; batch sizes %s)", served.name, served.version, served.kind,

@@ -7,7 +7,6 @@ Each request's noise comes from its own generator seeded before queuing, so batc
 from __future__ import annotations
 
 import asyncio
-import random
 
 import numpy as np
 import orjson
@@ -29,7 +28,6 @@ from service.schemas import (
 from service.state import ServiceState
 
 router = APIRouter(route_class=RequestRoute)
-_SEED_LIMIT = 2**63
 _WATCH_ROWS = 32  # requests with at least this many rows are withdrawn when their client hangs up
 _IMAGES_NPY = "(N, 28, 28) or (N, 784) array, uint8 0-255 or float32 0-1"
 
@@ -104,26 +102,9 @@ def _images_reply(request: Request, served: ServedModel, payload: dict) -> Respo
     return Response(codecs.npy_bytes(payload["images"]), media_type=codecs.NPY, headers=headers)
 
 
-def _seed(value: object) -> int:
-    """The request's seed, or a fresh random one when it gave none."""
-    if value is None:
-        return random.getrandbits(63)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _SEED_LIMIT:
-        raise InvalidInput("seed must be an integer in [0, 2^63) or null")
-    return value
-
-
 def _noise(n: int, latent_dim: int, seed: int) -> np.ndarray:
     """Standard normal (n, K) from the request's own generator: the same seed gives the same noise in any batch."""
     return torch.randn((n, latent_dim), generator=torch.Generator().manual_seed(seed)).numpy()
-
-
-def _flag(text: str | None) -> bool:
-    if text is None or text.lower() in ("0", "false", "no"):
-        return False
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    raise InvalidInput(f"sample must be true or false, got {text[:16]!r}")
 
 
 @router.post("/encode", response_model=EncodeResponse, responses=INFERENCE_ERRORS,
@@ -169,11 +150,12 @@ async def reconstruct(request: Request) -> Response:
         served, body, fmt = await _receive(request, state, "reconstruct")
         if fmt == "npy":
             x = codecs.images_from_npy(body, limit)
-            sample, seed = _flag(request.query_params.get("sample")), _query_seed(request)
+            query = request.query_params
+            sample, seed = codecs.flag(query.get("sample"), "sample"), codecs.query_seed(query.get("seed"))
         else:
             obj = codecs.load_json(body)
             x = codecs.images_from_json(obj.get("images"), limit)
-            sample, seed = obj.get("sample", False), _seed(obj.get("seed"))
+            sample, seed = obj.get("sample", False), codecs.seed(obj.get("seed"))
             if not isinstance(sample, bool):
                 raise InvalidInput("sample must be true or false")
         k = served.latent_dim
@@ -183,13 +165,6 @@ async def reconstruct(request: Request) -> Response:
     x_loc, z_loc, *z_scale = await _result(request, batcher, pendings)
     return _images_reply(request, served, {"model": served.name, "version": served.version, "images": x_loc,
                                            "mean": z_loc, "scale": z_scale[0] if z_scale else None})
-
-
-def _query_seed(request: Request) -> int:
-    text = request.query_params.get("seed")
-    if text is not None and not text.isdigit():
-        raise InvalidInput(f"seed must be a non-negative integer, got {text[:32]!r}")
-    return _seed(None if text is None else int(text))
 
 
 @router.post("/sample", response_model=SampleResponse, responses={**INFERENCE_ERRORS, **image_replies(SampleResponse)},
@@ -204,7 +179,7 @@ async def sample(request: Request) -> Response:
             raise InvalidInput("n must be an integer")
         codecs.check_count(n, state.settings.max_items_per_request, "samples")
         batcher = served.batchers["sample"]
-        pendings = batcher.put(_noise(n, served.latent_dim, _seed(obj.get("seed"))))
+        pendings = batcher.put(_noise(n, served.latent_dim, codecs.seed(obj.get("seed"))))
     z, x_loc = await _result(request, batcher, pendings)
     return _images_reply(request, served, {"model": served.name, "version": served.version, "latents": z,
                                            "images": x_loc})

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.codecs import MIN_ITEMS, SEED_LIMIT
+
 # One image: 784 numbers in [0, 1], 28 rows of 28 numbers, or a base64 PNG (28x28, grayscale or colour).
 Image = list[float] | list[list[float]] | str
 _PIXELS = [0.0] * 784
@@ -37,13 +39,13 @@ class ReconstructRequest(BaseModel):
     model_config = _example(images=[_PNG_28], sample=True, seed=7)
     images: list[Image]
     sample: bool = Field(False, description="draw z from the posterior instead of taking its mean")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="seed of the posterior noise; random when null")
+    seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="seed of the posterior noise; random when null")
 
 
 class SampleRequest(BaseModel):
     model_config = _example(n=16, seed=0)
-    n: int = Field(16, ge=1, description="how many draws, at most MAX_ITEMS_PER_REQUEST")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the same seed gives the same result")
+    n: int = Field(16, ge=MIN_ITEMS, description="how many draws, at most MAX_ITEMS_PER_REQUEST")
+    seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="the same seed gives the same result")
 
 
 class Served(BaseModel):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from dataclasses import dataclass, field
 
-from service.batcher import Activity, BatchConfig, ComputeThread
-from service.device import Placement, configure_threads, flush_denormals, resolve_device
+import torch
+
+from service.batcher import BatchConfig
+from service.compute import Activity, ComputeThread
+from service.device import Placement, flush_denormals, resolve_device
 from service.metrics import Metrics
 from service.registry import Registry
+from service.runtime import Runtime
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -40,14 +43,11 @@ class ServiceState:
     async def start(self) -> None:
         """Picks the device (refusing to start on a bad one), then loads and warms the artifacts in the background."""
         device = resolve_device(self.settings.device)
-        threads = configure_threads(self.settings.torch_threads)
-        placement = Placement(device)
         self.compute = ComputeThread(self.activity, name="compute", initializer=flush_denormals)
-        self.registry = Registry(
-            self.settings.artifacts_dir, self.settings.default_model, placement, self.compute, self.activity,
-            self.batch_config(), self.metrics,
-        )
-        log.info("latentserve on %s (%d torch threads), artifacts from %s", device, threads, self.settings.artifacts_dir)
+        runtime = Runtime(Placement(device), self.compute, self.activity, self.batch_config(), self.metrics)
+        self.registry = Registry(self.settings.artifacts_dir, self.settings.default_model, runtime)
+        log.info("latentserve on %s (%d torch threads), artifacts from %s", device, torch.get_num_threads(),
+                 self.settings.artifacts_dir)
         self.initial_load = asyncio.get_running_loop().create_task(self._load())
 
     async def _load(self) -> None:
@@ -57,13 +57,6 @@ class ServiceState:
             log.exception("loading the artifacts failed; /readyz stays 503 until POST /admin/reload succeeds")
             return
         self.loaded = True
-        # Move everything alive now (modules, models) out of the collector's sight: full collections then walk only
-        # request garbage instead of hundreds of thousands of long-lived objects (which showed as ~100 ms p99 spikes).
-        gc.collect()
-        gc.freeze()
-        # Requests make mostly acyclic garbage that reference counting frees; collect cycles less often than every
-        # 700 allocations (measured: +7% req/s for single-image /encode at concurrency 64).
-        gc.set_threshold(20_000, 10, 10)
         self.update_ready()
         if not len(self.registry):
             log.warning("no usable artifacts under %s; /readyz answers 503 until POST /admin/reload finds some",

@@ -3,14 +3,25 @@ position follows the label, plus noise), so that models can learn something in a
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from training import data
-from training.data import write_idx
+
+_IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, as training.data.parse_idx reads it
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+    """Writes a uint8 array as an IDX file (gzipped when asked)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    content = bytes([0, 0, _IDX_UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    Path(path).write_bytes(gzip.compress(content, mtime=0) if compress else content)
+    return Path(path)
 
 
 def fake_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from lvm.networks import MLPModel
 from training.config import AEConfig
-from training.loop import History, fit, resolve_device, seed_everything
+from training.loop import History, fit, pick_device, seed_everything
 from training.metrics import bernoulli_nll, reconstruction_metrics
 
 
@@ -51,7 +51,7 @@ def train_ae(x_train: Tensor, x_valid: Tensor, config: AEConfig) -> tuple[MLPMod
     """Fits an autoencoder from a fixed seed; returns it on the CPU in eval mode with its code prior set."""
     seed_everything(config.seed)
     torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device)
+    device = pick_device(config.device)
     model = MLPModel("ae", config.latent_dim, list(config.hidden), config.activation).to(device)
     history = fit(model, AEObjective(model, config), x_train.to(device), x_valid.to(device), config)
     fit_code_prior(model, x_train.to(device))

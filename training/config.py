@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from lvm.architecture import check_sizes
 from lvm.networks import ACTIVATIONS
 
 
@@ -35,13 +36,14 @@ class AEConfig:
     seed: int = 0
     valid_size: int = 5000
     num_threads: int = 2
-    device: str = "cpu"
+    device: str = "auto"  # cuda when available, else cpu; the manifest records the one used
 
     def __post_init__(self) -> None:
         _check_common(self)
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden widths must be positive integers, got {list(self.hidden)}")
+        if not self.hidden:
+            raise ValueError("hidden widths must name at least one layer")
+        check_sizes(self.latent_dim, self.hidden)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         for name in ("epochs", "batch_size", "num_threads"):
@@ -71,7 +73,6 @@ CONFIGS = {"ppca": PPCAConfig, "ae": AEConfig, "vae": VAEConfig}
 
 
 def _check_common(config: PPCAConfig | AEConfig) -> None:
-    if config.latent_dim < 1:
-        raise ValueError(f"latent_dim must be at least 1, got {config.latent_dim}")
+    check_sizes(config.latent_dim)
     if config.valid_size < 1:
         raise ValueError(f"valid_size must be at least 1, got {config.valid_size}")

@@ -194,10 +194,3 @@ def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]
     x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
     return x, torch.from_numpy(labels.astype(np.int64))
 
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
-    """Writes a uint8 array as an IDX file (gzipped when asked); used by tests to make synthetic data."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    content = bytes([0, 0, _IDX_UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    Path(path).write_bytes(gzip.compress(content, mtime=0) if compress else content)
-    return Path(path)

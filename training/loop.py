@@ -39,6 +39,7 @@ class History:
     valid_loss: list[float] = field(default_factory=list)
     best_epoch: int = 0
     wall_time_s: float = 0.0
+    device: str = "cpu"  # where the fit ran
 
     def to_dict(self) -> dict:
         return {
@@ -48,6 +49,7 @@ class History:
             "train_loss_per_epoch": [round(v, 4) for v in self.train_loss],
             "valid_loss_per_epoch": [round(v, 4) for v in self.valid_loss],
             "wall_time_s": round(self.wall_time_s, 1),
+            "device": self.device,
         }
 
 
@@ -58,8 +60,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'cpu', 'cuda' or 'auto'; CUDA falls back to the CPU with a warning when there is none."""
+def pick_device(name: str) -> torch.device:
+    """'cpu', 'cuda' or 'auto'; CUDA falls back to the CPU with a warning when there is none (unlike the service,
+    which refuses to start on a device it cannot use)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -88,7 +91,7 @@ def train_epoch(objective: Objective, x: Tensor, epoch: int, config: AEConfig, g
 def fit(model: nn.Module, objective: Objective, x_train: Tensor, x_valid: Tensor, config: AEConfig) -> History:
     """Runs config.epochs epochs and leaves the model holding the weights of the epoch with the best validation."""
     generator = torch.Generator().manual_seed(config.seed)
-    history, best_state, started = History(), None, time.perf_counter()
+    history, best_state, started = History(device=str(x_train.device)), None, time.perf_counter()
     for epoch in range(config.epochs):
         model.train()
         history.train_loss.append(train_epoch(objective, x_train, epoch, config, generator))

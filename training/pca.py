@@ -43,4 +43,5 @@ def train_ppca(x_train: Tensor, config: PPCAConfig) -> tuple[PPCA, dict]:
     """Fits PPCA; returns the model and the manifest's run record (wall time; no epochs for a closed form)."""
     started = time.perf_counter()
     model = fit_ppca(x_train, config.latent_dim).eval()
-    return model, {"epochs_run": 0, "best_epoch": 0, "wall_time_s": round(time.perf_counter() - started, 1)}
+    return model, {"epochs_run": 0, "best_epoch": 0, "wall_time_s": round(time.perf_counter() - started, 1),
+                   "device": "cpu"}

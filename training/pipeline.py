@@ -11,14 +11,11 @@ from pathlib import Path
 import torch
 
 import lvm
-from lvm.networks import LatentModel, architecture_for
+from lvm.networks import LatentModel
 from training.config import AEConfig, PPCAConfig
 from training.data import MNIST, load_mnist
 from training.metrics import classical_pca_mse, evaluate_model
 from training.report import write_report
-
-LIKELIHOOD = {"ppca": "gaussian", "ae": "bernoulli", "vae": "bernoulli"}
-
 
 @dataclass(frozen=True)
 class Run:
@@ -76,13 +73,7 @@ def software() -> dict:
 
 def export(run: Run, data: MNIST, metrics: dict, artifacts_dir: Path, name: str) -> Path:
     """Writes the run as the next version of `name` (weights, manifest, report PNGs) and returns its folder."""
-    hidden = list(getattr(run.config, "hidden", []))
-    activation = getattr(run.config, "activation", "softplus")
-    manifest = {
-        "kind": run.model.kind,
-        "latent_dim": run.model.latent_dim,
-        "likelihood": LIKELIHOOD[run.model.kind],
-        "architecture": architecture_for(run.model.kind, run.model.latent_dim, hidden, activation),
+    manifest = {  # the model's kind, likelihood and architecture are added by write_artifact from the model itself
         "training": {"config": run.config.to_dict(), "seed": run.config.seed, **run.record},
         "data": data.describe(),
         "metrics": metrics,

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lvm.networks import MLPModel
 from training.config import VAEConfig
-from training.loop import History, fit, resolve_device, seed_everything
+from training.loop import History, fit, pick_device, seed_everything
 from training.metrics import mean_negative_elbo
 
 
@@ -68,7 +68,7 @@ def train_vae(x_train: Tensor, x_valid: Tensor, config: VAEConfig) -> tuple[MLPM
     seed_everything(config.seed)
     pyro.set_rng_seed(config.seed)
     torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device)
+    device = pick_device(config.device)
     model = MLPModel("vae", config.latent_dim, list(config.hidden), config.activation).to(device)
     history = fit(model, VAEObjective(model, config), x_train.to(device), x_valid.to(device), config)
     return model.cpu().eval(), history

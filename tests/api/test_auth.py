@@ -34,3 +34,29 @@ async def test_right_key_is_served_and_probes_are_open(secured):
     assert 'latentserve_rejections_total{reason="unauthorized"}' not in (await secured.get("/metrics")).text
     await secured.get("/models")
     assert 'latentserve_rejections_total{reason="unauthorized"} 1.0' in (await secured.get("/metrics")).text
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR", "Bearer "])
+async def test_the_scheme_name_is_case_insensitive(secured, scheme):
+    r = await secured.post("/encode", json={"images": [[0.0] * 784]}, headers={"authorization": f"{scheme} {KEY}"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("value", [f"bearer {KEY}x", f"bearer{KEY}", f"beare {KEY}", f"bearer {KEY.upper()}"])
+async def test_the_key_itself_stays_exact(secured, value):
+    assert (await secured.get("/models", headers={"authorization": value})).status_code == 401
+
+
+async def test_openapi_declares_bearer_auth_on_every_guarded_route(secured):
+    doc = (await secured.get("/openapi.json", headers={"authorization": f"Bearer {KEY}"})).json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "the service's API key (LATENTSERVE_API_KEY)"}
+    for path, operations in doc["paths"].items():
+        for operation in operations.values():
+            expected = None if path in ("/healthz", "/readyz", "/metrics") else [{"bearer": []}]
+            assert operation.get("security") == expected, path
+
+
+async def test_without_a_key_openapi_declares_no_security(client):
+    doc = (await client.get("/openapi.json")).json()
+    assert "securitySchemes" not in doc.get("components", {})

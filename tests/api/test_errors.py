@@ -72,6 +72,13 @@ BAD_REQUESTS = [
     ("path in model", "post", "/encode?model=../vae", {"json": {"images": ONE}}, 404, "unknown_model"),
     ("unknown version", "post", "/encode?model=vae&version=9", {"json": {"images": ONE}}, 404, "unknown_model"),
     ("version not int", "post", "/encode?version=latest", {"json": {"images": ONE}}, 422, "invalid_input"),
+    ("version superscript", "post", "/encode?version=²", {"json": {"images": ONE}}, 422, "invalid_input"),
+    ("version arabic digit", "post", "/encode?version=١", {"json": {"images": ONE}}, 422, "invalid_input"),
+    ("version leading zero", "post", "/encode?version=01", {"json": {"images": ONE}}, 422, "invalid_input"),
+    ("query seed superscript", "post", "/reconstruct?sample=true&seed=²",
+     {"content": npy(np.zeros((1, 784), np.float32)), "headers": NPY}, 422, "invalid_input"),
+    ("query seed arabic digit", "post", "/reconstruct?seed=١",
+     {"content": npy(np.zeros((1, 784), np.float32)), "headers": NPY}, 422, "invalid_input"),
     ("unknown route", "get", "/nope", {}, 404, "not_found"),
     ("wrong method", "get", "/encode", {}, 405, "method_not_allowed"),
 ]
@@ -172,3 +179,8 @@ async def test_failing_batch_gives_500_internal_and_the_service_keeps_serving(cl
     batcher.fn = inner
     assert (await client.post("/decode", json={"latents": [[0.0, 0.0]]})).status_code == 200
     assert (await client.post("/encode", json={"images": ONE})).status_code == 200
+
+
+async def test_a_pixel_out_of_range_is_shown_exactly(client):
+    r = await client.post("/encode", json={"images": [[1.0000001] + [0.5] * 783]})
+    assert r.status_code == 422 and "got values in [0.5, 1.0000001]" in r.json()["detail"]

@@ -4,6 +4,7 @@ one is dropped, and requests in flight are not disturbed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 
 import pytest
@@ -77,3 +78,20 @@ async def test_version_removed_while_a_body_arrives_hands_the_request_to_the_new
     await asyncio.wait_for(request, 10)
     assert sent[0]["status"] == 200, sent
     assert b'"version":1' in sent[1]["body"]
+
+
+async def test_hostile_manifest_and_odd_folders_are_refused_or_skipped_and_the_rest_serve(client, artifacts_dir):
+    hostile = factories.write(artifacts_dir, "vae", "vae", seed=4)
+    manifest = json.loads((hostile / "manifest.json").read_text())
+    manifest["latent_dim"] = manifest["architecture"]["latent_dim"] = 30000
+    (hostile / "manifest.json").write_text(json.dumps(manifest))
+    for odd in ("²", "١", "01"):
+        shutil.copytree(artifacts_dir / "vae" / "1", artifacts_dir / "vae" / odd)
+    r = await client.post("/admin/reload")
+    assert r.status_code == 200
+    report = r.json()
+    assert [(x["name"], x["version"]) for x in report["refused"]] == [("vae", 2)]
+    assert "latent_dim must be an integer in [1, 512], got 30000" in report["refused"][0]["reason"]
+    assert report["loaded"] == [] and report["serving"]["vae"] == 1
+    assert (await client.post("/encode", json=ONE)).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200

@@ -23,7 +23,7 @@ from tests import factories
 
 def _write(root: Path, model=None, name="vae", extras=None) -> Path:
     model = model or factories.mlp("vae")
-    return write_artifact(root, name, model, factories.manifest(model.kind, getattr(model, "hidden", None)), extras)
+    return write_artifact(root, name, model, factories.manifest(), extras)
 
 
 def test_round_trip_rebuilds_identical_model(tmp_path):

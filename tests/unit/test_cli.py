@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import lvm
 from training.__main__ import main
@@ -39,6 +40,15 @@ def test_fit_writes_a_complete_artifact_and_evaluate_reproduces_it(capsys, fake_
     assert REQUIRED <= manifest.keys() and manifest["kind"] == kind
     assert manifest["data"]["sha256_uncompressed"] and manifest["data"]["split"]["valid"] == 100
     assert manifest["training"]["config"]["latent_dim"] == 2 and "wall_time_s" in manifest["training"]
+    # Training runs where `--device auto` (the default) finds itself; this machine has no CUDA in the test run.
+    expected_device = "cuda:0" if kind != "ppca" and torch.cuda.is_available() else "cpu"
+    assert manifest["training"]["device"] == expected_device
+    if kind != "ppca":
+        assert manifest["training"]["config"]["device"] == "auto"
+    assert manifest["architecture"] == artifact.build().architecture()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in path.rglob("*") if p.is_file()} == {0o666 & ~umask}  # not 0600
     assert {"python", "torch", "pyro", "git_commit"} <= manifest["software"].keys()
     assert {f"report/{n}.png" for n in ("latent", "reconstructions", "samples", "manifold")} <= manifest["files"].keys()
     artifact.build()

@@ -43,7 +43,8 @@ def test_mixed_png_and_numbers_keep_their_order():
         ([[1.5] * 784], "[0, 1]"),
         ([[-0.1] * 784], "[0, 1]"),
         ([[1e39] * 784], "non-finite"),
-        ([[0.5] * 784, [0.5] * 700], "rectangular"),
+        ([[0.5] * 784, [0.5] * 700], "image 1 must be 784 numbers"),
+        ([[[0.5] * 28] * 27 + [[0.5] * 27]], "rectangular"),
         ([["x"] * 784], "numbers"),
         ([[None] * 784], "numbers"),
         (["not base64!"], "base64"),
@@ -112,3 +113,63 @@ def test_png_grid_and_npy_round_trip():
     tile = np.asarray(grid)[28:56, 28:56]  # the fifth image: second row, second column
     np.testing.assert_allclose(tile / 255, images[4].reshape(28, 28), atol=1 / 255)
     np.testing.assert_array_equal(np.load(io.BytesIO(codecs.npy_bytes(images))), images)
+
+
+def test_flat_and_28x28_images_mix_without_a_png():
+    flat, rows = [0.25] * 784, [[0.75] * 28] * 28
+    x = codecs.images_from_json([flat, rows, flat], 8)
+    np.testing.assert_allclose(x.mean(axis=1), [0.25, 0.75, 0.25])
+    with pytest.raises(InvalidInput, match="image 1 must be 784 numbers"):
+        codecs.images_from_json([flat, [0.5] * 783], 8)
+
+
+LEVELS = np.tile(np.linspace(0, 1, 28), (28, 1))  # a horizontal ramp from black to white
+
+
+@pytest.mark.parametrize(("make", "atol"), [
+    (lambda: Image.fromarray(np.rint(LEVELS * 65535).astype(np.uint16)), 1e-5),  # 16-bit grey
+    (lambda: Image.fromarray(np.rint(LEVELS * 255).astype(np.uint8)), 0.5 / 255),  # 8-bit grey
+    (lambda: Image.fromarray(LEVELS > 0.5), 0.5),  # 1-bit: black below the middle, white above
+    (lambda: Image.fromarray(np.rint(LEVELS * 255).astype(np.uint8)).convert("P"), 0.5 / 255),
+    (lambda: Image.fromarray(np.rint(LEVELS * 255).astype(np.uint8)).convert("RGB"), 0.5 / 255),
+    (lambda: Image.fromarray(np.rint(LEVELS * 255).astype(np.uint8)).convert("RGBA"), 0.5 / 255),
+], ids=["16-bit grey", "8-bit grey", "1-bit", "palette", "RGB", "RGBA"])
+def test_png_pixels_are_scaled_by_bit_depth(make, atol):
+    buf = io.BytesIO()
+    make().save(buf, format="PNG")
+    x = codecs.decode_png(base64.b64encode(buf.getvalue()).decode()).reshape(28, 28)
+    assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
+    np.testing.assert_allclose(x, LEVELS, atol=atol)
+
+
+def test_half_grey_16_bit_png_is_half_grey_not_white():
+    buf = io.BytesIO()
+    Image.fromarray(np.full((28, 28), 32768, np.uint16)).save(buf, format="PNG")
+    assert abs(float(codecs.decode_png(base64.b64encode(buf.getvalue()).decode()).mean()) - 0.5) < 1e-4
+
+
+@pytest.mark.parametrize("value", [1.0000001, -1e-7, 1.5, 255.0])
+def test_range_error_shows_the_offending_value_exactly(value):
+    x = np.full((1, 784), 0.5, np.float32)
+    x[0, 3] = value
+    with pytest.raises(InvalidInput) as info:
+        codecs.check_pixels(x)
+    shown = str(info.value).split("got values in [")[1].split("]")[0].split(", ")
+    assert np.float32(float(shown[0 if value < 0 else 1])) == np.float32(value)
+
+
+@pytest.mark.parametrize("text", ["²", "١", "-1", "1.0", "", "9" * 20, "9223372036854775808"])
+def test_query_seeds_are_ascii_digits_below_the_limit(text):
+    with pytest.raises(InvalidInput):
+        codecs.query_seed(text)
+
+
+def test_seed_parsers_agree_on_the_limit():
+    assert codecs.query_seed(str(codecs.SEED_LIMIT - 1)) == codecs.seed(codecs.SEED_LIMIT - 1)
+    assert codecs.query_seed("0") == 0 and 0 <= codecs.query_seed(None) < codecs.SEED_LIMIT
+    for bad in (codecs.SEED_LIMIT, -1, True, 1.0, "1"):
+        with pytest.raises(InvalidInput):
+            codecs.seed(bad)
+    assert codecs.flag("TRUE", "sample") and not codecs.flag(None, "sample")
+    with pytest.raises(InvalidInput, match="sample must be true or false"):
+        codecs.flag("maybe", "sample")

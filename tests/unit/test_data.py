@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures_mnist import shapes_for, write_fake_mnist
+from tests.fixtures_mnist import shapes_for, write_fake_mnist, write_idx
 from training import data
-from training.data import DataError, load_mnist, parse_idx, write_idx
+from training.data import DataError, load_mnist, parse_idx
 
 
 def test_loads_gzipped_files_as_floats_in_unit_range(fake_mnist):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lvm.networks import MIN_SCALE, MLPModel, PPCA, architecture_for, build_model
+from lvm.architecture import build_model
+from lvm.networks import MIN_SCALE, MLPModel, PPCA
 
 
 @pytest.mark.parametrize("kind", ["ae", "vae"])
@@ -55,9 +56,10 @@ def test_ppca_decode_is_clipped_linear_map():
 def test_build_model_rejects_mismatched_shapes():
     model = MLPModel("vae", 2, [16])
     with pytest.raises(ValueError, match="do not match"):
-        build_model("vae", architecture_for("vae", 2, [32]), model.state_dict())
+        build_model("vae", MLPModel("vae", 2, [32]).architecture(), model.state_dict())
     with pytest.raises(ValueError, match="unknown model kind"):
         build_model("gan", {"latent_dim": 2}, {})
-    with pytest.raises(ValueError, match="expected \\(784, 3\\)"):
+    with pytest.raises(ValueError, match=r"W has shape \[784, 2\], the architecture needs \[784, 3\]"):
         W = torch.randn(784, 2)
-        build_model("ppca", architecture_for("ppca", 3), {"W": W, "mu": torch.zeros(784), "sigma2": torch.tensor(1.0)})
+        arch = {"type": "ppca", "input_dim": 784, "latent_dim": 3}
+        build_model("ppca", arch, {"W": W, "mu": torch.zeros(784), "sigma2": torch.tensor(1.0)})

@@ -8,24 +8,29 @@ import shutil
 import pytest
 import torch
 
-from service.batcher import Activity, BatchConfig, ComputeThread
+from service.batcher import BatchConfig
+from service.compute import Activity, ComputeThread
 from service.device import Placement
 from service.errors import InvalidInput, Unavailable, UnknownModel
 from service.metrics import Metrics
 from service import models
 from service.models import choose_batch_size, warmup_sizes
 from service.registry import Registry
+from service.runtime import Runtime
 from tests import factories
 
 pytestmark = pytest.mark.anyio
+
+
+def _runtime(compute: ComputeThread, activity: Activity, config: BatchConfig) -> Runtime:
+    return Runtime(Placement(torch.device("cpu")), compute, activity, config, Metrics())
 
 
 @pytest.fixture
 async def registry(artifacts_dir):
     activity = Activity()
     compute = ComputeThread(activity)
-    reg = Registry(artifacts_dir, "vae", Placement(torch.device("cpu")), compute, activity,
-                   BatchConfig(max_batch_size=16), Metrics())
+    reg = Registry(artifacts_dir, "vae", _runtime(compute, activity, BatchConfig(max_batch_size=16)))
     yield reg
     await reg.close()
     compute.shutdown()
@@ -72,8 +77,7 @@ async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(arti
     monkeypatch.setattr(models, "_time_pass", time_pass)
     activity = Activity()
     compute = CountingThread(activity)
-    reg = Registry(artifacts_dir, "vae", Placement(torch.device("cpu")), compute, activity,
-                   BatchConfig(max_batch_size=64, max_pass_s=0.0035), Metrics())
+    reg = Registry(artifacts_dir, "vae", _runtime(compute, activity, BatchConfig(max_batch_size=64, max_pass_s=0.0035)))
     try:
         await reg.reload()
         served = reg.get("vae", 1)
@@ -134,5 +138,25 @@ async def test_names_and_versions_are_only_looked_up(registry):
             registry.get(name, None)
     with pytest.raises(UnknownModel):
         registry.get("vae", 7)
-    with pytest.raises(InvalidInput):
-        registry.resolve("vae", "-1")
+    for text in ("-1", "0", "01", "²", "١", "1" * 10):
+        with pytest.raises(InvalidInput, match="ASCII digits"):
+            registry.resolve("vae", text)
+    assert registry.resolve("vae", "1").version == 1
+
+
+async def test_odd_version_folders_are_skipped_not_fatal(registry, artifacts_dir):
+    for odd in ("²", "١", "01"):
+        (artifacts_dir / "vae" / odd).mkdir()
+    report = await registry.reload()
+    assert report["serving"] == {"ae": 1, "pca": 1, "vae": 1} and not report["refused"]
+    assert sorted(registry.models["vae"]) == [1]
+
+
+async def test_hostile_manifest_is_refused_with_its_reason(registry, artifacts_dir):
+    path = factories.write(artifacts_dir, "vae", "vae", seed=3)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["latent_dim"] = manifest["architecture"]["latent_dim"] = 30000
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    report = await registry.reload()
+    assert "latent_dim must be an integer in [1, 512], got 30000" in report["refused"][0]["reason"]
+    assert registry.get("vae", None).version == 1

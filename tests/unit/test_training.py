@@ -13,7 +13,7 @@ from pyro.infer import TraceMeanField_ELBO
 from lvm.networks import MLPModel
 from training.ae import fit_code_prior, train_ae
 from training.config import AEConfig, VAEConfig
-from training.loop import resolve_device
+from training.loop import pick_device
 from training.metrics import evaluate_model, iwae_log_likelihood, mean_negative_elbo, negative_elbo
 from training.report import write_report
 from training.vae import VAEObjective, train_vae
@@ -128,10 +128,10 @@ def test_report_writes_pngs(tmp_path, images, kind, k, names):
 def test_cuda_request_falls_back_to_cpu_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="CUDA is not available"):
-        assert resolve_device("cuda") == torch.device("cpu")
-    assert resolve_device("auto") == torch.device("cpu")
+        assert pick_device("cuda") == torch.device("cpu")
+    assert pick_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="device must be"):
-        resolve_device("tpu")
+        pick_device("tpu")
 
 
 @pytest.mark.parametrize(("config", "message"), [
