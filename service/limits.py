@@ -13,7 +13,12 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import (
-    BodyTimeout, ClientClosedRequest, InvalidInput, Overloaded, PayloadTooLarge, send_error,
+    BodyTimeout,
+    ClientClosedRequest,
+    InvalidInput,
+    Overloaded,
+    PayloadTooLarge,
+    send_error,
 )
 
 log = logging.getLogger("service.limits")

@@ -25,7 +25,7 @@ async def _open(url: str, length: int) -> tuple[asyncio.StreamReader, asyncio.St
 
 
 async def test_stalled_uploads_time_out_and_hang_ups_are_499(live_server, tmp_path):
-    proc, url = live_server(body_timeout_s=1)
+    _, url = live_server(body_timeout_s=1)
     reader, writer = await _open(url, len(BODY))
     writer.write(BODY[:50])  # and then nothing
     start = time.monotonic()
