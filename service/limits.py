@@ -118,27 +118,43 @@ class BodyReader:
 
     async def read(self, scope: Scope, receive: Receive) -> bytes:
         declared = _content_length(scope)
-        if declared:
-            self.budget.reserve(scope, declared)
         chunks: list[bytes] = []
+        refused: Overloaded | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise ClientClosedRequest("the client closed the connection before its body had arrived")
-                    chunk = message.get("body", b"")
-                    if chunk:
-                        if declared is None:
-                            self.budget.reserve(scope, len(chunk))
-                        chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
+                try:
+                    if declared:
+                        self.budget.reserve(scope, declared)
+                    await self._receive_into(chunks, scope, receive, declared is None)
+                except Overloaded as exc:
+                    # Refused: the rest is read and dropped (no memory) before the 503 goes out, since a client
+                    # still sending its body would not read an early answer, and the server would reset it.
+                    refused = exc
+                    chunks.clear()
+                    await self._receive_into(None, scope, receive, False)
+                    raise
         except TimeoutError:
+            if refused is not None:  # still 503, but the rest of the body is left unread: close the connection
+                refused.headers["Connection"] = "close"
+                raise refused from None
             received = sum(map(len, chunks))
             raise BodyTimeout(f"the body did not arrive within {self.timeout_s:g} s ({received} bytes received"
                               + (f" of {declared})" if declared is not None else ")")) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _receive_into(self, chunks: list[bytes] | None, scope: Scope, receive: Receive, reserve: bool) -> None:
+        """Receives the body's messages to its end into chunks (None: dropped), reserving as they come if asked."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientClosedRequest("the client closed the connection before its body had arrived")
+            chunk = message.get("body", b"")
+            if chunk and chunks is not None:
+                if reserve:
+                    self.budget.reserve(scope, len(chunk))
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return
 
 
 def _content_length(scope: Scope) -> int | None:

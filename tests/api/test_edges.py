@@ -93,7 +93,7 @@ async def test_hang_up_mid_upload_is_499_logged_once_without_traceback(artifacts
         assert 'latentserve_rejections_total{reason="client_closed"} 1.0' in metrics
 
 
-async def test_bodies_beyond_the_budget_are_refused_before_they_are_read(artifacts_dir):
+async def test_bodies_beyond_the_budget_are_refused_with_503_and_dropped(artifacts_dir):
     big = orjson.dumps({"images": [[0.5] * 784] * 4})  # ~13 kB
     async with serve(artifacts_dir, max_inflight_body_bytes=len(big) + len(ONE_IMAGE)) as client:
         budget = client.app.state.service.bodies.budget
@@ -102,6 +102,10 @@ async def test_bodies_beyond_the_budget_are_refused_before_they_are_read(artifac
         await asyncio.sleep(0.05)
         assert budget.in_flight == len(big)
         second = Upload(client.app, "/encode", len(big))  # declares more than the budget has left
+        second.feed(big[:5000])
+        await asyncio.sleep(0.05)
+        assert budget.in_flight == len(big)  # refused: what arrives is dropped, never kept
+        second.feed(big[5000:], more=False)
         status, headers, body = await second.reply()
         assert status == 503 and body["type"] == "overloaded" and int(headers["retry-after"]) >= 1
         small = await client.post("/encode", content=ONE_IMAGE)  # fits in what is left
