@@ -107,7 +107,7 @@ def measure(args) -> dict:
     served, desc = artifacts.ensure(args.artifacts_dir, out / "artifacts")
     files = bodies.prepare(out / "bodies")
     body = files["images1024_json_max"].read_bytes()
-    info = {"machine": machine.describe(), "pinning": cores.describe(), "artifacts": desc,
+    info = {"machine": machine.describe(), "pinning": cores.describe(), "artifacts": desc.replace(f"{REPO}/", ""),
             "loadavg_start": machine.loadavg(), "json_body_mib": len(body) / 2**20}
     result = {**info, "mixed": mixed(served, cores, files, args.rounds, args.round_s, {}, print)
               if args.rounds else None}

@@ -123,8 +123,7 @@ async def _reloader(client, deadline, every_s, rotation, stats, log, hostile=Non
 
 async def _phase(url, cases, weights, seconds, concurrency, stats, record, reload_every_s=None, rotation=None,
                  log=print, hostile=None, rss=None) -> float:
-    extra = edges.BURST + 4 if rss else 0
-    limits = httpx.Limits(max_connections=concurrency + 2 + extra, max_keepalive_connections=concurrency + 2 + extra)
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
         t0 = time.monotonic()
         deadline = t0 + seconds
@@ -134,10 +133,17 @@ async def _phase(url, cases, weights, seconds, concurrency, stats, record, reloa
             tasks.append(_reloader(client, deadline, reload_every_s, rotation, stats, log, hostile))
         if rss:  # the hostile clients; bursts stop early, so that the end's RSS is read after the last one
             auth, e = {"Authorization": f"Bearer {API_KEY}"}, stats.edges
+            # Their own client, without keep-alive: a burst's connections would sit idle past the server's
+            # keep-alive timeout and race its close when picked up again (a ReadError that says nothing).
+            bulk = httpx.AsyncClient(base_url=url, timeout=30.0, limits=httpx.Limits(max_keepalive_connections=0))
             tasks += [edges.stalled_uploads(url, API_KEY, deadline, e), edges.hang_ups(url, API_KEY, deadline, e),
-                      edges.bulk_bursts(client, auth, t0 + 0.8 * seconds, e, rss, seconds / 8, log),
-                      edges.bulk_npy_client(client, auth, deadline, e), edges.bulk_npy_client(client, auth, deadline, e)]
-        await asyncio.gather(*tasks)
+                      edges.bulk_bursts(bulk, auth, t0 + 0.8 * seconds, e, rss, seconds / 8, log),
+                      edges.bulk_npy_client(bulk, auth, deadline, e), edges.bulk_npy_client(bulk, auth, deadline, e)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            if rss:
+                await bulk.aclose()
         return time.monotonic() - t0
 
 
@@ -223,6 +229,7 @@ def soak(args) -> dict:
         "edges": {f"{k}: {o}": n for (k, o), n in sorted(e.outcomes.items())},
         "edges_unexpected": {f"{k}: {o}": n for (k, o), n in e.unexpected.items()}, "bursts": e.bursts,
         "hang_ups": hung_up, "metrics_499": seen_499,
+        "rejections": [line for line in scrape.splitlines() if line.startswith("latentserve_rejections_total{")],
     }
     rss_ratio = rss_end / rss_warm
     p99_ratio = p99_last / p99_first if p99_first and p99_last else None
