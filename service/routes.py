@@ -45,9 +45,9 @@ def _extra(model, npy: str | None) -> dict:
 async def _receive(
     request: Request, state: ServiceState, op: str, allow_npy: bool = True
 ) -> tuple[ServedModel, bytes, str]:
-    """The model asked for, the raw body and its format ('json' or 'npy'). 415, 404, a full queue's 503 and the
-    body budget's 503 come before the body is read; 408 when it does not arrive in time, 499 when the client hangs
-    up first (service.limits). Callers count themselves as work on its way (`state.activity.arrival()`) only once
+    """The model asked for, the raw body and its format ('json' or 'npy'). 415, 404 and a full queue's 503 come
+    before the body is read, the body budget's 503 is decided before it (the body is then dropped as it arrives);
+    408 when it does not arrive in time, 499 when the client hangs up first (service.limits). Callers count themselves as work on its way (`state.activity.arrival()`) only once
     this returns: a stalled upload must not make the collectors wait for it."""
     fmt = codecs.body_format(request.headers.get("content-type"))
     if fmt == "npy" and not allow_npy:
