@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 
@@ -166,9 +165,8 @@ def _content_length(scope: Scope) -> int | None:
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, which hands freed heap pages back to the system; None elsewhere (musl, macOS)."""
-    name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: the C library it runs on
     except (OSError, AttributeError, TypeError):
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
