@@ -43,6 +43,7 @@ clean:
 .PHONY: overload
 bench: $(STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.mixed --benchmarks-md BENCHMARKS.md
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench --smoke

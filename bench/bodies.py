@@ -56,12 +56,20 @@ def prepare(folder: Path, latent_dim: int = 2) -> dict[str, Path]:
         "sample16_json": orjson.dumps({"n": 16}),
         "images1024_npy": npy_bytes(images),
         "latents1024_npy": npy_bytes(latents),
+        "images1024_json_max": max_json_body(),
     }
     paths = {}
     for name, data in bodies.items():
         paths[name] = folder / name
         paths[name].write_bytes(data)
     return paths
+
+
+def max_json_body(n: int = N_BULK) -> bytes:
+    """n images of 784 float32 pixels in (0, 1], each written in full by json.dumps: ~15 MiB for 1,024, the largest
+    JSON body the default limits accept (the bulk-memory figures of issue 9)."""
+    pixels = (np.random.default_rng(2).integers(1, 256, (n, 784)).astype(np.float32) / 255).tolist()
+    return json.dumps({"images": pixels}).encode()
 
 
 def source() -> str:

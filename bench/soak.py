@@ -1,10 +1,14 @@
-"""The soak of issue 5: mixed traffic at concurrency 32 against a pinned uvicorn process, for --duration seconds.
+"""The soak of issues 5 and 9: mixed traffic at concurrency 32 against a pinned uvicorn process, for --duration
+seconds, with hostile clients and artifacts beside it (bench/edges.py).
 
 ~10% of requests are malformed (every kind bench/cases.py lists), each of which must get its own 4xx; every valid one
 must get 200; POST /admin/reload runs every --reload-every seconds, alternately adding a new vae version and removing
 it (in a scratch copy of the artifacts). Pass: zero 5xx, zero connection errors, every status as expected, RSS at
 the end within 10% of its value after warm-up, p99 of the last window within 1.5x of the first window (window: one
-minute, or a sixth of the run when it is shorter than five minutes).
+minute, or a sixth of the run when it is shorter than five minutes). Issue 9 adds, beside them: stalled uploads (each
+must get 408), hang-ups mid-upload (499 in /metrics), bursts of bulk JSON bodies and bulk .npy clients (200 or 503),
+and a hostile artifact (a folder named '²', a manifest with latent_dim 30000) dropped in before every other reload;
+valid requests may then get 503/504 (overload), and no other 5xx may appear in /metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench import artifacts, machine
+from bench import artifacts, edges, machine
 from bench.cases import Case, malformed_cases, valid_cases
 from bench.report import checks_table, publish
 from bench.server import REPO, Server
@@ -51,7 +55,7 @@ class Rotation:
             shutil.rmtree(self.added)
             done, self.added = f"removed vae/{self.added.name}", None
             return done
-        versions = sorted(int(p.name) for p in self.vae.iterdir() if p.name.isdigit())
+        versions = sorted(int(p.name) for p in self.vae.iterdir() if p.name.isascii() and p.name.isdigit())
         src, dst = self.vae / str(versions[-1]), self.vae / str(versions[-1] + 1)
         tmp = self.vae / f".tmp-soak-{dst.name}"
         shutil.copytree(src, tmp)
@@ -71,6 +75,8 @@ class Stats:
         self.unexpected = Counter()  # (case, expected, got)
         self.conn_errors = Counter()
         self.reloads = Counter()
+        self.overloaded = 0
+        self.edges = edges.EdgeStats()
 
 
 async def _worker(client, cases, weights, deadline, t0, stats, rng, record) -> None:
@@ -88,7 +94,9 @@ async def _worker(client, cases, weights, deadline, t0, stats, rng, record) -> N
         if not record:
             continue
         stats.status[r.status_code] += 1
-        if r.status_code != case.expect:
+        if case.valid and r.status_code in (503, 504):  # overload, which the bulk bursts beside may cause
+            stats.overloaded += 1
+        elif r.status_code != case.expect:
             stats.unexpected[(case.name, case.expect, r.status_code)] += 1
         if case.valid:
             stats.valid_lat.append((start - t0, latency_ms))
@@ -96,12 +104,15 @@ async def _worker(client, cases, weights, deadline, t0, stats, rng, record) -> N
             stats.malformed_lat.append(latency_ms)
 
 
-async def _reloader(client, deadline, every_s, rotation, stats, log) -> None:
+async def _reloader(client, deadline, every_s, rotation, stats, log, hostile=None) -> None:
+    turn = 0
     while True:
         await asyncio.sleep(every_s)
         if time.monotonic() >= deadline:
             return
-        what = rotation.step() if rotation else "no change"
+        turn += 1
+        changer = hostile if hostile and turn % 2 == 0 else rotation
+        what = changer.step() if changer else "no change"
         try:
             r = await client.post("/admin/reload", headers={"Authorization": f"Bearer {API_KEY}"})
             stats.reloads[r.status_code] += 1
@@ -111,7 +122,7 @@ async def _reloader(client, deadline, every_s, rotation, stats, log) -> None:
 
 
 async def _phase(url, cases, weights, seconds, concurrency, stats, record, reload_every_s=None, rotation=None,
-                 log=print) -> float:
+                 log=print, hostile=None, rss=None) -> float:
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
         t0 = time.monotonic()
@@ -119,8 +130,20 @@ async def _phase(url, cases, weights, seconds, concurrency, stats, record, reloa
         tasks = [_worker(client, cases, weights, deadline, t0, stats, random.Random(i), record)
                  for i in range(concurrency)]
         if reload_every_s:
-            tasks.append(_reloader(client, deadline, reload_every_s, rotation, stats, log))
-        await asyncio.gather(*tasks)
+            tasks.append(_reloader(client, deadline, reload_every_s, rotation, stats, log, hostile))
+        if rss:  # the hostile clients; bursts stop early, so that the end's RSS is read after the last one
+            auth, e = {"Authorization": f"Bearer {API_KEY}"}, stats.edges
+            # Their own client, without keep-alive: a burst's connections would sit idle past the server's
+            # keep-alive timeout and race its close when picked up again (a ReadError that says nothing).
+            bulk = httpx.AsyncClient(base_url=url, timeout=30.0, limits=httpx.Limits(max_keepalive_connections=0))
+            tasks += [edges.stalled_uploads(url, API_KEY, deadline, e), edges.hang_ups(url, API_KEY, deadline, e),
+                      edges.bulk_bursts(bulk, auth, t0 + 0.8 * seconds, e, rss, seconds / 8, log),
+                      edges.bulk_npy_client(bulk, auth, deadline, e), edges.bulk_npy_client(bulk, auth, deadline, e)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            if rss:
+                await bulk.aclose()
         return time.monotonic() - t0
 
 
@@ -135,7 +158,8 @@ def soak(args) -> dict:
     served, desc = artifacts.ensure(args.artifacts_dir, out / "artifacts")
     root = _stage_artifacts(served, out / "soak-artifacts")
     env = {"LATENTSERVE_ARTIFACTS_DIR": str(root), "LATENTSERVE_API_KEY": API_KEY,
-           "LATENTSERVE_MAX_BODY_BYTES": str(MAX_BODY_BYTES)}
+           "LATENTSERVE_MAX_BODY_BYTES": str(MAX_BODY_BYTES), "LATENTSERVE_BODY_TIMEOUT_S": str(edges.BODY_TIMEOUT_S),
+           "LATENTSERVE_MAX_INFLIGHT_BODY_BYTES": str(edges.BODY_BUDGET_BYTES)}
     log = print
     with Server("service.app:app", cores, env=env, log_path=out / "server-soak.log") as server:
         if cores.pinned:
@@ -163,12 +187,16 @@ def soak(args) -> dict:
 
         async def main_phase():
             rotation = Rotation(root) if args.rotate else None
+            hostile = edges.HostileArtifacts(root) if args.hostile_artifacts else None
             await asyncio.gather(
                 _phase(server.url, cases, weights, args.duration, args.concurrency, stats, True,
-                       args.reload_every, rotation, log), sample_rss())
+                       args.reload_every, rotation, log, hostile, server.rss_bytes if args.hostile else None),
+                sample_rss())
 
         asyncio.run(main_phase())
         wall = time.monotonic() - wall0
+        time.sleep(1.0)  # hang-ups of the last moment reach /metrics
+        scrape = httpx.get(server.url + "/metrics").text
         rss_end = server.rss_bytes()
         server_cpu, driver_cpu = (server.cpu_s() - cpu0) / wall, (time.process_time() - proc0) / wall
         exit_code = server.stop()
@@ -177,7 +205,13 @@ def soak(args) -> dict:
     last = [lat for t, lat in stats.valid_lat if t >= args.duration - window]
     p99_first, p99_last = _p99(first), _p99(last)
     n = sum(stats.status.values())
-    errors_5xx = sum(v for k, v in stats.status.items() if k >= 500)
+    errors_5xx = sum(v for k, v in stats.status.items() if k >= 500 and k not in (503, 504))
+    server_5xx = edges.metrics_5xx(scrape)
+    other_5xx = sum(v for k, v in server_5xx.items() if k not in ("503", "504"))
+    e = stats.edges
+    hung_up = e.outcomes.get(("hang-up", "sent"), 0)
+    seen_499 = sum(int(float(line.rsplit(" ", 1)[1])) for line in scrape.splitlines()
+                   if line.startswith("latentserve_requests_total{") and 'status="499"' in line)
     result = {
         "machine": machine.describe(), "pinning": cores.describe(), "artifacts": desc, "duration_s": args.duration,
         "warmup_s": args.warmup, "concurrency": args.concurrency, "requests": n, "req_per_s": n / wall,
@@ -191,16 +225,26 @@ def soak(args) -> dict:
         "window_s": window, "p99_first_ms": p99_first, "p99_last_ms": p99_last,
         "p50_ms": float(np.percentile([lat for _, lat in stats.valid_lat], 50)) if stats.valid_lat else None,
         "malformed_p99_ms": _p99(stats.malformed_lat), "server_cpu": server_cpu, "driver_cpu": driver_cpu,
-        "server_exit_code": exit_code,
+        "server_exit_code": exit_code, "overloaded_valid": stats.overloaded, "server_5xx": dict(server_5xx),
+        "edges": {f"{k}: {o}": n for (k, o), n in sorted(e.outcomes.items())},
+        "edges_unexpected": {f"{k}: {o}": n for (k, o), n in e.unexpected.items()}, "bursts": e.bursts,
+        "hang_ups": hung_up, "metrics_499": seen_499,
+        "rejections": [line for line in scrape.splitlines() if line.startswith("latentserve_rejections_total{")],
     }
     rss_ratio = rss_end / rss_warm
     p99_ratio = p99_last / p99_first if p99_first and p99_last else None
     result["checks"] = [
-        {"target": "zero 5xx", "measured": str(errors_5xx), "passed": errors_5xx == 0},
+        {"target": "zero 5xx other than 503/504 (workers; every request in /metrics)",
+         "measured": f"{errors_5xx}; /metrics {dict(server_5xx) or 0} ({stats.overloaded} valid requests got 503/504)",
+         "passed": errors_5xx == 0 and other_5xx == 0},
         {"target": "zero connection errors", "measured": str(sum(stats.conn_errors.values())),
          "passed": not stats.conn_errors},
         {"target": "every request got its expected status (200, or its 4xx)",
          "measured": f"{sum(stats.unexpected.values())} unexpected of {n}", "passed": not stats.unexpected},
+        *([{"target": "hostile clients got what they should (408 stalled, 200/503 bulk)",
+            "measured": json.dumps(result["edges"]), "passed": bool(e.outcomes) and not e.unexpected},
+           {"target": "hang-ups mid-upload counted as 499", "measured": f"{seen_499} of {hung_up}",
+            "passed": hung_up > 0 and seen_499 >= 0.9 * hung_up}] if args.hostile else []),
         {"target": "admin reloads answered 200", "measured": json.dumps(result["reloads"]),
          "passed": bool(stats.reloads) and set(stats.reloads) == {200}},
         {"target": "RSS at end within 10% of after warm-up",
@@ -239,6 +283,10 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--reload-every", type=float, help="seconds between POST /admin/reload (default duration/10)")
     p.add_argument("--no-rotate", dest="rotate", action="store_false", help="reload without adding/removing versions")
+    p.add_argument("--no-hostile", dest="hostile", action="store_false",
+                   help="without the hostile clients of issue 9 (stalled uploads, hang-ups, bulk bursts)")
+    p.add_argument("--no-hostile-artifacts", dest="hostile_artifacts", action="store_false",
+                   help="without the hostile artifacts dropped in before reloads")
     p.add_argument("--server-cores", type=int)
     p.add_argument("--artifacts-dir", type=Path, default=REPO / "artifacts")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")

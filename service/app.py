@@ -55,8 +55,9 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
                   telemetry=telemetry, routes=routes.router.routes)
     app.state.service = state
     errors.install(app)
-    # Added innermost first: metrics sees everything, auth runs before the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Added innermost first: metrics sees everything, auth runs before the body limit, which also frees each
+    # request's share of the body budget when it ends.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, budget=state.bodies.budget)
     if settings.api_key:
         app.add_middleware(AuthMiddleware, api_key=settings.api_key)
         declare_bearer(app)

@@ -19,21 +19,27 @@ import numpy as np
 from service.compute import Activity, ComputeThread
 from service.errors import Internal, Overloaded, RequestTimeout, Unavailable
 
-__all__ = ["Activity", "BatchConfig", "BatchObserver", "Batcher", "ComputeThread", "Pending"]
+__all__ = ["BatchConfig", "BatchObserver", "Batcher", "Pending"]
 
 log = logging.getLogger("service.batcher")
 
 BatchFn = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, ...]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Pending:
-    """Rows of one request (or one chunk of a large request) waiting for a batch."""
+    """The rows of one request, waiting for batches: rows [0, taken) have gone into batches, and the outputs of the
+    ones that came back wait in `parts` while the request spans several batches."""
 
     x: np.ndarray
     future: asyncio.Future
     enqueued_at: float
-    queued: bool = True  # still counted against the queue bound
+    taken: int = 0
+    parts: list[tuple[np.ndarray, ...]] | None = None
+
+    @property
+    def left(self) -> int:
+        return len(self.x) - self.taken
 
 
 @dataclass(frozen=True)
@@ -113,13 +119,12 @@ class Batcher:
             )
 
     def put(self, x: np.ndarray) -> list[Pending]:
-        """Queues the rows of x (split into chunks of max_batch_size) at once, or refuses them with 503."""
+        """Queues the rows of x at once, or refuses them with 503. Batches take them max_batch_size at most at a time.
+        (A list of one: callers hand it back to `result`.)"""
         n = len(x)
         self.admit(n)
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        size = self.config.max_batch_size
-        pendings = [Pending(x[i : i + size], loop.create_future(), now) for i in range(0, n, size)]
+        pendings = [Pending(x, loop.create_future(), loop.time())]
         self._queue.extend(pendings)
         self.queued_items += n
         self._observer.depth(self.queued_items)
@@ -128,16 +133,16 @@ class Batcher:
         return pendings
 
     async def result(self, pendings: list[Pending]) -> tuple[np.ndarray, ...]:
-        """Waits for every chunk (504 past the timeout) and reassembles the outputs in order."""
+        """Waits for the outputs of the requests put (504 past the timeout), joined in order."""
         try:
             results = [await p.future for p in pendings]
         except RequestTimeout:
-            self._observer.rejected("timeout")  # once per request, however many of its chunks expired
+            self._observer.rejected("timeout")
             raise
         finally:
             for p in pendings:
                 if not p.future.done():
-                    p.future.cancel()  # a chunk failed: skip the rest
+                    p.future.cancel()  # one failed: skip the rest
                 if p.future.cancelled():  # by us, or by the task's own cancellation (the client has gone)
                     self._release(p)
                 else:
@@ -177,11 +182,11 @@ class Batcher:
             unanswered.popleft()
 
     def _release(self, p: Pending) -> None:
-        """Stops counting p's rows against the bound: when it is taken into a batch, or abandoned while queued (the
-        collector skips it later), so that requests nobody waits for never crowd out new ones."""
-        if p.queued:
-            p.queued = False
-            self.queued_items -= len(p.x)
+        """Stops counting p's rows not yet in a batch against the bound, when it is abandoned or expires while queued
+        (the collector skips it later), so that requests nobody waits for never crowd out new ones."""
+        if p.left:
+            self.queued_items -= p.left
+            p.taken = len(p.x)
             self._observer.depth(self.queued_items)
 
     def _wake(self) -> None:
@@ -231,47 +236,77 @@ class Batcher:
                 return
             await self._sleep(remaining)
 
-    def _take(self) -> list[Pending]:
-        """Up to max_batch_size rows from the front of the queue, skipping requests that are already answered."""
-        batch: list[Pending] = []
-        rows = 0
-        while self._queue:
-            p = self._queue[0]
-            if not p.future.done() and rows + len(p.x) > self.config.max_batch_size:
+    def _take(self) -> list[tuple[Pending, int, int]]:
+        """Up to max_batch_size rows as (request, start, stop) slices, skipping requests already answered.
+
+        When everything waiting fits, it all goes, in arrival order. Otherwise the requests with the fewest rows left
+        go first (ties by arrival), each giving as many rows as still fit: a lone image never waits behind the
+        thousands of rows of bulk requests queued before it, and among bulk requests the one closest to done
+        finishes first, as arrival order would have it. A large request waits only while smaller ones fill whole
+        batches, and then at most its timeout (504).
+        """
+        waiting = [p for p in self._queue if p.left and not p.future.done()]
+        room = self.config.max_batch_size
+        if sum(p.left for p in waiting) > room:
+            order = sorted(waiting, key=_rows_left)  # stable: ties keep arrival order
+        else:
+            order = waiting
+        batch: list[tuple[Pending, int, int]] = []
+        for p in order:
+            if not room:
                 break
-            self._queue.popleft()
-            if p.queued:
-                p.queued = False
-                self.queued_items -= len(p.x)
-            if not p.future.done():  # cancelled (client gone) or timed out
-                batch.append(p)
-                rows += len(p.x)
+            k = min(p.left, room)
+            batch.append((p, p.taken, p.taken + k))
+            p.taken += k
+            room -= k
+            self.queued_items -= k
+        self._queue = deque(p for p in waiting if p.left)
         self._observer.depth(self.queued_items)
         return batch
 
-    async def _dispatch(self, batch: list[Pending]) -> None:
+    async def _dispatch(self, batch: list[tuple[Pending, int, int]]) -> None:
         now = asyncio.get_running_loop().time()
-        for p in batch:
-            self._observer.waited(now - p.enqueued_at)
-        rows = sum(len(p.x) for p in batch)
+        for p, start, _ in batch:
+            if not start:
+                self._observer.waited(now - p.enqueued_at)
+        rows = sum(stop - start for _, start, stop in batch)
         try:
-            outputs, compute_s = await self._compute.run(self.fn, [p.x for p in batch])
+            outputs, compute_s = await self._compute.run(self.fn, [p.x[start:stop] for p, start, stop in batch])
         except Exception:
             log.exception("batch of %d items on %s failed; its %d request(s) get 500", rows, self.name, len(batch))
             error = Internal("internal")
-            for p in batch:
+            for p, _, _ in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
+                    self._release(p)
             return
         self._observer.batch(rows, compute_s)
         per_item = compute_s / rows
         self._seconds_per_item = per_item if not self._seconds_per_item else 0.8 * self._seconds_per_item + 0.2 * per_item
         offset = 0
-        for p in batch:
-            n = len(p.x)
+        for p, start, stop in batch:
+            n = stop - start
             if not p.future.done():
-                p.future.set_result(tuple(out[offset : offset + n] for out in outputs))
+                _deliver(p, start, stop, tuple(out[offset : offset + n] for out in outputs))
             offset += n
+
+
+def _rows_left(p: Pending) -> int:
+    return p.left
+
+
+def _deliver(p: Pending, start: int, stop: int, part: tuple[np.ndarray, ...]) -> None:
+    """Hands a slice's outputs to its request; a request spanning batches gets them joined once its last is back
+    (batches of one queue run one after another, so its slices come back in order)."""
+    if not start and stop == len(p.x):
+        p.future.set_result(part)
+        return
+    if p.parts is None:
+        p.parts = []
+    p.parts.append(part)
+    if stop == len(p.x):
+        p.future.set_result(tuple(np.concatenate(parts) for parts in zip(*p.parts)))
+        p.parts = None
 
 
 def _resolve(waiter: asyncio.Future) -> None:

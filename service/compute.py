@@ -1,5 +1,6 @@
 """Where batches run: one compute thread per device, and the `Activity` that tells collectors whether more work is
-on its way (requests being parsed, batches computing), so that a lone request never waits for company."""
+on its way (requests whose body is in being parsed, batches computing), so that a lone request never waits for
+company."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ log = logging.getLogger("service.compute")
 
 
 class Activity:
-    """Work known to be on its way: requests being read and parsed (`arriving`) and batches in a compute thread
+    """Work known to be on its way: requests being parsed (`arriving`) and batches in a compute thread
     (`computing`). A collector waits for company only while this is busy, so a lone request is dispatched at once.
+    A request still receiving its body is not counted: it may never finish (a stalled upload), and counting it made
+    every lone request wait the full batch delay.
     """
 
     def __init__(self) -> None:
@@ -28,7 +31,8 @@ class Activity:
         return self.arriving > 0 or self.computing > 0
 
     def arrival(self) -> _Arrival:
-        """`with activity.arrival():` around a handler from its start until its rows are queued (or it failed)."""
+        """`with activity.arrival():` around a handler from the end of its body until its rows are queued (or it
+        failed)."""
         return _Arrival(self)
 
     def notify(self) -> None:

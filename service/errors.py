@@ -11,6 +11,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Send
 
@@ -77,12 +78,22 @@ class RequestTimeout(ServiceError):
     status, type = 504, "timeout"
 
 
+class BodyTimeout(ServiceError):
+    """408: the body did not arrive within the body timeout; the connection is closed, as its rest is not read."""
+
+    status, type = 408, "request_timeout"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"Connection": "close"})
+
+
 class Internal(ServiceError):
     status, type = 500, "internal"
 
 
 class ClientClosedRequest(ServiceError):
-    """499 (nginx's code): the client hung up before its answer was ready; nobody reads this reply."""
+    """499 (nginx's code): the client hung up before its body arrived or its answer was ready; nobody reads this
+    reply, and it is logged as one line (no traceback): it is the client's doing, not the service's."""
 
     status, type = 499, "client_closed_request"
 
@@ -116,6 +127,8 @@ def as_service_error(exc: Exception) -> ServiceError:
     """Maps any exception to the family; unknown ones become a bare 500 whose traceback the caller logs."""
     if isinstance(exc, ServiceError):
         return exc
+    if isinstance(exc, ClientDisconnect):  # Starlette's own body readers say so
+        return ClientClosedRequest("the client closed the connection before its body had arrived")
     if isinstance(exc, RequestValidationError):
         return InvalidInput(_validation_detail(exc))
     if isinstance(exc, StarletteHTTPException):
@@ -134,6 +147,8 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     error = as_service_error(exc)
     if isinstance(error, Internal) and error is not exc:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    elif isinstance(error, (ClientClosedRequest, BodyTimeout)):
+        log.info("%s %s: %d %s", request.method, request.url.path, error.status, error.detail)
     return error_response(error)
 
 

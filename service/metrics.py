@@ -28,8 +28,8 @@ _ENDPOINTS = frozenset(
      "/docs", "/openapi.json")
 )
 # Client errors counted as rejections, by status; queue_full and timeout come from the batchers.
-_REJECTION_REASONS = {401: "unauthorized", 404: "not_found", 413: "too_large", 415: "unsupported_media_type",
-                      422: "invalid"}
+_REJECTION_REASONS = {401: "unauthorized", 404: "not_found", 408: "body_timeout", 413: "too_large",
+                      415: "unsupported_media_type", 422: "invalid", 499: "client_closed"}
 _OP_LABELS = ("model", "version", "operation")
 
 

@@ -44,12 +44,14 @@ async def _receive(
     request: Request, state: ServiceState, op: str, allow_npy: bool = True
 ) -> tuple[ServedModel, bytes, str]:
     """The model asked for, the raw body and its format ('json' or 'npy'). 415, 404 and a full queue's 503 come
-    before the body is read."""
+    before the body is read, the body budget's 503 is decided before it (the body is then dropped as it arrives);
+    408 when it does not arrive in time, 499 when the client hangs up first (service.limits). Callers count themselves as work on its way (`state.activity.arrival()`) only once
+    this returns: a stalled upload must not make the collectors wait for it."""
     fmt = codecs.body_format(request.headers.get("content-type"))
     if fmt == "npy" and not allow_npy:
         raise UnsupportedMediaType("this endpoint takes a JSON body only")
     _served(request, state).batchers[op].admit()
-    body = await request.body()
+    body = await state.bodies.read(request.scope, request.receive)
     # Looked up again: a reload may have swapped versions while the body arrived. From here to the queue nothing
     # awaits, so the version returned is still serving when the rows are queued.
     return _served(request, state), body, fmt
@@ -112,8 +114,8 @@ def _noise(n: int, latent_dim: int, seed: int) -> np.ndarray:
 async def encode(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_items_per_request
+    served, body, fmt = await _receive(request, state, "encode")
     with state.activity.arrival():
-        served, body, fmt = await _receive(request, state, "encode")
         x = codecs.images_from_npy(body, limit) if fmt == "npy" else codecs.images_from_json(
             codecs.load_json(body).get("images"), limit)
         batcher = served.batchers["encode"]
@@ -128,8 +130,8 @@ async def encode(request: Request) -> Response:
 async def decode(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_items_per_request
+    served, body, fmt = await _receive(request, state, "decode")
     with state.activity.arrival():
-        served, body, fmt = await _receive(request, state, "decode")
         k = served.latent_dim
         z = codecs.latents_from_npy(body, k, limit) if fmt == "npy" else codecs.latents_from_json(
             codecs.load_json(body).get("latents"), k, limit)
@@ -146,8 +148,8 @@ async def decode(request: Request) -> Response:
 async def reconstruct(request: Request) -> Response:
     state = _state(request)
     limit = state.settings.max_items_per_request
+    served, body, fmt = await _receive(request, state, "reconstruct")
     with state.activity.arrival():
-        served, body, fmt = await _receive(request, state, "reconstruct")
         if fmt == "npy":
             x = codecs.images_from_npy(body, limit)
             query = request.query_params
@@ -171,8 +173,8 @@ async def reconstruct(request: Request) -> Response:
              openapi_extra=_extra(SampleRequest, None), summary="Draws from the prior, decoded")
 async def sample(request: Request) -> Response:
     state = _state(request)
+    served, body, _ = await _receive(request, state, "sample", allow_npy=False)
     with state.activity.arrival():
-        served, body, _ = await _receive(request, state, "sample", allow_npy=False)
         obj = codecs.load_json(body) if body.strip() else {}
         n = obj.get("n", 16)
         if isinstance(n, bool) or not isinstance(n, int):
@@ -213,12 +215,13 @@ async def reload(request: Request) -> Response:
     return _json(report)
 
 
-@router.get("/healthz", response_model=Status, summary="The process is alive")
-async def healthz() -> Response:
+@router.get("/healthz", response_model=Status, summary="The process is alive (HEAD too)")
+async def healthz(request: Request) -> Response:
     return _json({"status": "ok"})
 
 
-@router.get("/readyz", response_model=Status, summary="200 once models are loaded and warm; 503 before and while draining",
+@router.get("/readyz", response_model=Status,
+            summary="200 once models are loaded and warm; 503 before and while draining (HEAD too)",
             responses={503: {"model": ErrorBody, "description": "loading, nothing loaded, or draining"}})
 async def readyz(request: Request) -> Response:
     state = _state(request)
@@ -226,6 +229,12 @@ async def readyz(request: Request) -> Response:
         return _json({"status": "ready"})
     reason = "draining" if state.draining else "loading" if not state.loaded else "no model loaded"
     raise Unavailable(f"not ready: {reason}", 1)
+
+
+# Load balancers probe with HEAD as well; the server sends the headers only. Kept out of the schema, where a
+# second method on the same operation would duplicate its operationId.
+for _probe in (healthz, readyz):
+    router.add_api_route(f"/{_probe.__name__}", _probe, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

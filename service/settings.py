@@ -37,3 +37,15 @@ class Settings(BaseSettings):
     # Intra-op threads of torch; 0 takes the cores this process may run on.
     torch_threads: int = Field(0, ge=0)
     log_level: str = "info"
+
+    # Slow, vanishing and bulk clients (docs/edges.md).
+    # The whole body must arrive within this many seconds of the handler's first read (a total, not per chunk);
+    # past it: 408 and the connection closed. It also bounds how long a drain waits for an upload.
+    body_timeout_s: float = Field(30.0, gt=0)
+    # Bytes of request bodies read, parsed and queued at once; past it new bodies get 503 with Retry-After, and are
+    # read and dropped, never kept. One body is always let in. 128 MiB: 8 max-size JSON bodies (~15 MiB each), which
+    # take seconds to parse on one core, or 40 float32 .npy bodies of 1,024 images.
+    max_inflight_body_bytes: int = Field(128 * 1024 * 1024, ge=1024)
+    # Seconds /readyz answers 503 after SIGTERM/SIGINT before the server stops listening, so that load balancers
+    # see the drain; requests keep being served meanwhile. A second signal stops at once. 0: no grace.
+    drain_grace_s: float = Field(3.0, ge=0, le=300)

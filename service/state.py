@@ -12,6 +12,7 @@ import torch
 from service.batcher import BatchConfig
 from service.compute import Activity, ComputeThread
 from service.device import Placement, flush_denormals, resolve_device
+from service.limits import BodyBudget, BodyReader
 from service.metrics import Metrics
 from service.registry import Registry
 from service.runtime import Runtime
@@ -30,6 +31,12 @@ class ServiceState:
     initial_load: asyncio.Task | None = None
     loaded: bool = False
     draining: bool = False
+    bodies: BodyReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        rejections = self.metrics.rejections
+        budget = BodyBudget(self.settings.max_inflight_body_bytes, lambda reason: rejections.labels(reason).inc())
+        self.bodies = BodyReader(budget, self.settings.body_timeout_s)
 
     @property
     def ready(self) -> bool:
@@ -88,17 +95,24 @@ class ServiceState:
 
 
 def hook_signals(state: ServiceState) -> dict:
-    """Chains a handler in front of the server's SIGTERM/SIGINT handlers that flips readiness first."""
+    """Chains a handler in front of the server's SIGTERM/SIGINT handlers that flips readiness first and hands the
+    signal on `drain_grace_s` later, so that /readyz answers 503 (and requests are still served) while load balancers
+    notice; a second signal is handed on at once. Call from the event loop's thread."""
+    loop = asyncio.get_running_loop()
+    grace_s = state.settings.drain_grace_s
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         before = signal.getsignal(sig)
 
         def handler(signum, frame, before=before):
+            first = not state.draining
             state.drain()
-            if callable(before):
-                before(signum, frame)
-            elif before == signal.SIG_DFL:
-                raise SystemExit(128 + signum)
+            if first and grace_s > 0:
+                log.info("stopping in %g s (drain grace); a second signal stops at once", grace_s)
+                # A signal handler may interrupt the loop itself: only the thread-safe call touches it.
+                loop.call_soon_threadsafe(loop.call_later, grace_s, _hand_on, before, signum)
+                return
+            _hand_on(before, signum, frame)
 
         try:
             signal.signal(sig, handler)
@@ -106,6 +120,13 @@ def hook_signals(state: ServiceState) -> dict:
             return previous
         previous[sig] = before
     return previous
+
+
+def _hand_on(before, signum: int, frame=None) -> None:
+    if callable(before):
+        before(signum, frame)
+    elif before == signal.SIG_DFL:
+        raise SystemExit(128 + signum)
 
 
 def unhook_signals(previous: dict) -> None:

@@ -29,15 +29,21 @@ async def test_sigterm_flips_readiness_at_once_and_in_flight_requests_finish(art
     received = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))  # stands in for uvicorn
     try:
-        async with serve(artifacts_dir) as client:
+        async with serve(artifacts_dir, drain_grace_s=0.3) as client:
             gate = block(client)
             in_flight = asyncio.create_task(client.post("/encode", json={"images": [[0.5] * 784]}))
             while client.app.state.service.activity.computing == 0:
                 await asyncio.sleep(0.01)
             signal.raise_signal(signal.SIGTERM)
-            assert received == [signal.SIGTERM]  # the server's own handler still runs
             r = await client.get("/readyz")
             assert r.status_code == 503 and "draining" in r.json()["detail"]
+            assert received == []  # the drain grace: the server keeps listening while probes see 503
+            assert (await client.get("/healthz")).status_code == 200
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if received:
+                    break
+            assert received == [signal.SIGTERM]  # the server's own handler still runs, after the grace
             gate.set()
             assert (await in_flight).status_code == 200
     finally:

@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from service.batcher import Activity, BatchConfig, Batcher, ComputeThread
+from service.batcher import BatchConfig, Batcher
+from service.compute import Activity, ComputeThread
 from service.errors import Internal, Overloaded, RequestTimeout
 
 pytestmark = pytest.mark.anyio
@@ -22,6 +23,7 @@ class FakeModel:
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.inputs: list[np.ndarray] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -29,6 +31,7 @@ class FakeModel:
     def __call__(self, parts):
         x = np.concatenate(parts)
         self.batches.append(len(x))
+        self.inputs.append(x)
         self.entered.set()
         self.gate.wait(10)
         if (x == -1).any():
@@ -251,3 +254,51 @@ async def test_compute_thread_runs_its_initializer_in_that_thread_and_survives_i
         assert name == compute._thread.name
     assert started == ["compute-0"]
     assert "initializer failed" in caplog.text
+
+
+async def test_a_lone_image_goes_into_the_next_batch_ahead_of_queued_bulk_rows(make):
+    batcher, fake, _ = make(max_batch_size=8)
+    held = await hold_compute(batcher, fake)
+    bulk = [batcher.put(rows(20, 100 * k)) for k in range(2)]  # five batches' worth, queued first
+    single = batcher.put(rows(1, 7))
+    fake.gate.set()
+    out, _ = await asyncio.wait_for(batcher.result(single), 10)
+    np.testing.assert_array_equal(out, rows(1, 7) * 2)
+    first = next(i for i, x in enumerate(fake.inputs) if (x == rows(1, 7)).all(axis=1).any())
+    assert first == 1  # the batch right after the held one: it never waited behind the 40 bulk rows
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.result(p) for p in bulk)), 10)
+    await held
+    for k, (out, _) in enumerate(results):
+        np.testing.assert_array_equal(out, rows(20, 100 * k) * 2)  # slices from several batches, joined in order
+
+
+async def test_fair_batches_stay_full_and_bulk_requests_finish_in_arrival_order(make):
+    batcher, fake, _ = make(max_batch_size=8)
+    held = await hold_compute(batcher, fake)
+    finished = []
+    tasks = [asyncio.create_task(batcher.submit(rows(n, 10 * k))) for k, n in enumerate((20, 20, 1, 3))]
+    for k, task in enumerate(tasks):
+        task.add_done_callback(lambda _, k=k: finished.append(k))
+    await asyncio.sleep(0)
+    fake.gate.set()
+    await asyncio.wait_for(asyncio.gather(held, *tasks), 10)
+    assert fake.batches[1:] == [8, 8, 8, 8, 8, 4]  # the small requests were folded into full batches
+    assert finished[:2] == [2, 3] and finished[2:] == [0, 1]
+    assert batcher.queued_items == 0
+
+
+async def test_a_bulk_request_cancelled_midway_frees_the_rows_it_had_left(make):
+    batcher, fake, _ = make(max_batch_size=8)
+    held = await hold_compute(batcher, fake)
+    gone = asyncio.create_task(batcher.submit(rows(20)))
+    await asyncio.sleep(0)
+    fake.gate.clear()
+    fake.gate.set()
+    await held
+    while not fake.batches[1:]:  # its first 8 rows went into a batch
+        await asyncio.sleep(0.01)
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert batcher.queued_items == 0
+    out, _ = await asyncio.wait_for(batcher.submit(rows(2, 5)), 10)
+    np.testing.assert_array_equal(out, rows(2, 5) * 2)
