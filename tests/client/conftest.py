@@ -1,26 +1,16 @@
-"""One real `python -m service` process for the client's tests: the tiny artifacts plus a second version of vae,
-an API key, and a per-request limit of 64 so that splitting shows with small inputs."""
+"""One real `python -m service` process for the client's tests, started once per session: the tiny artifacts plus
+a second version of vae, an API key, and a per-request limit of MAX_ITEMS."""
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.client.common import API_KEY, MAX_ITEMS, Live
 from tests.factories import write
 from tests.helpers import start_server, stop_server
-
-API_KEY = "client-test-key"
-MAX_ITEMS = 64
-
-
-@dataclass(frozen=True)
-class Live:
-    url: str
-    artifacts: Path
-    log: Path
 
 
 @pytest.fixture(scope="session")
