@@ -4,7 +4,6 @@ each in its own way; nothing here touches a socket or a clock it was not handed.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
@@ -17,10 +16,22 @@ import httpx
 import numpy as np
 
 from latentserve_client import inputs
+
+try:  # parses a reply's numbers about 4 x faster than the standard library, when it happens to be installed
+    from orjson import loads as _loads
+except ImportError:
+    from json import loads as _loads
 from latentserve_client._version import __version__
 from latentserve_client.errors import (
-    ClientTimeout, ConnectionFailed, LatentServeError, PayloadTooLarge, ServiceError, Timeout, TransportError,
-    Unavailable, from_reply,
+    ClientTimeout,
+    ConnectionFailed,
+    LatentServeError,
+    PayloadTooLarge,
+    ServiceError,
+    Timeout,
+    TransportError,
+    Unavailable,
+    from_reply,
 )
 
 # The service's default MAX_ITEMS_PER_REQUEST. The service does not publish its limit, so a client starts here and
@@ -137,11 +148,11 @@ def outcome(call: Call, reply: Reply) -> Any:
 
 
 def _json(reply: Reply) -> Any:
-    return json.loads(reply.content)
+    return _loads(reply.content)
 
 
 def _posterior(reply: Reply) -> Posterior:
-    body = json.loads(reply.content)
+    body = _loads(reply.content)
     scale = body.get("scale")
     return Posterior(np.asarray(body["mean"], np.float32), None if scale is None else np.asarray(scale, np.float32),
                      body["model"], body["version"])
@@ -152,7 +163,7 @@ def _images(reply: Reply) -> tuple[np.ndarray, str, int]:
     if reply.headers.get("content-type", "").startswith(inputs.NPY):
         return inputs.as_images(inputs.read_npy(reply.content)), reply.headers["x-model"], int(
             reply.headers["x-model-version"])
-    body = json.loads(reply.content)
+    body = _loads(reply.content)
     return inputs.as_images(body["images"]), body["model"], body["version"]
 
 

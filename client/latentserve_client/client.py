@@ -8,7 +8,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
@@ -56,7 +56,7 @@ class Client(_Base):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -154,7 +154,7 @@ class AsyncClient(_Base):
         self._http = httpx.AsyncClient(base_url=self._core.url, headers=self._core.headers, limits=self._limits)
         self._slots = asyncio.Semaphore(self.max_concurrency)
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

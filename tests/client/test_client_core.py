@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from latentserve_client import BY_TYPE, Overloaded, Retry, ServiceError, Timeout, errors, inputs
+from latentserve_client._core import Attempts, Call, Core, Plan
 from PIL import Image
 
 import service.errors
-from latentserve_client import BY_TYPE, Overloaded, Retry, ServiceError, Timeout, errors, inputs
-from latentserve_client._core import Attempts, Call, Core, Plan
 from tests.helpers import IMAGES_U8, png_bytes
 
 

@@ -11,11 +11,16 @@ import time
 import numpy as np
 import pytest
 import torch
+from latentserve_client import (
+    AsyncClient,
+    Client,
+    ClientTimeout,
+    InvalidInput,
+    Unauthorized,
+    UnknownModel,
+)
 from PIL import Image
 
-from latentserve_client import (
-    AsyncClient, Client, ClientTimeout, InvalidInput, Unauthorized, UnknownModel,
-)
 from tests.client.common import API_KEY, MAX_ITEMS
 from tests.helpers import IMAGES, IMAGES_U8, free_port, png_bytes, reference, run
 
@@ -49,7 +54,7 @@ def api_with_client(request, live):
     return functools.partial(call, request.param, live.url)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(artifacts, name: str, version: int):
     return reference(artifacts, name, version)
 

@@ -9,12 +9,20 @@ import time
 
 import numpy as np
 import pytest
-
 from latentserve_client import (
-    AsyncClient, Client, ClientTimeout, ConnectionFailed, InvalidInput, Overloaded, Retry, ServiceError, Timeout,
+    AsyncClient,
+    Client,
+    ClientTimeout,
+    ConnectionFailed,
+    InvalidInput,
+    Overloaded,
+    Retry,
+    ServiceError,
+    Timeout,
     __version__,
 )
-from tests.client.stand_in import Step, StandIn, error, ok, overloaded
+
+from tests.client.stand_in import StandIn, Step, error, ok, overloaded
 from tests.helpers import free_port
 
 X = np.zeros((1, 784), np.uint8)
@@ -87,9 +95,8 @@ def test_the_client_gives_up_at_its_deadline(kind):
     Step(502, b"<html>bad gateway</html>", content_type="text/html"),
 ], ids=lambda s: str(s.status))
 def test_4xx_and_500_are_never_retried(kind, step):
-    with StandIn(step, ok()) as server:
-        with pytest.raises(ServiceError) as err:
-            encode(kind, server.url, retry=FAST)
+    with StandIn(step, ok()) as server, pytest.raises(ServiceError) as err:
+        encode(kind, server.url, retry=FAST)
     assert len(server.arrivals) == 1
     assert err.value.status == step.status
     if step.status == 422:
@@ -100,9 +107,8 @@ def test_4xx_and_500_are_never_retried(kind, step):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_attempts_are_bounded(kind):
-    with StandIn(error(504, "timeout", "waited too long")) as server:
-        with pytest.raises(Timeout) as err:
-            encode(kind, server.url, retry=Retry(max_attempts=3, backoff_s=0.01))
+    with StandIn(error(504, "timeout", "waited too long")) as server, pytest.raises(Timeout) as err:
+        encode(kind, server.url, retry=Retry(max_attempts=3, backoff_s=0.01))
     assert len(server.arrivals) == 3 and err.value.detail == "waited too long"
 
 
@@ -114,9 +120,8 @@ def test_no_server_raises_connection_failed_not_an_httpx_error(kind):
 
 
 def test_a_silent_server_raises_client_timeout():
-    with StandIn("hang") as server:
-        with pytest.raises(ClientTimeout):
-            encode("sync", server.url, timeout=0.3, retry=Retry(max_attempts=2, backoff_s=0.01))
+    with StandIn("hang") as server, pytest.raises(ClientTimeout):
+        encode("sync", server.url, timeout=0.3, retry=Retry(max_attempts=2, backoff_s=0.01))
     assert len(server.arrivals) == 2  # a timeout is retried like a dropped connection
 
 
