@@ -4,6 +4,7 @@ each in its own way; nothing here touches a socket or a clock it was not handed.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
@@ -85,9 +86,14 @@ class Call:
     parse: Callable[[Reply], Any]
     params: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    content: bytes | None = None
+    # The body, or a function making it: large bodies are serialised by the thread or task that sends them, when
+    # it sends them, so that preparing one request overlaps waiting for another.
+    content: bytes | Callable[[], bytes] | None = None
     items: int = 0  # rows it carries, to learn the limit from a 413 about bytes
     retry: bool = True
+
+    def body(self) -> bytes | None:
+        return self.content() if callable(self.content) else self.content
 
 
 @dataclass(frozen=True)
@@ -227,12 +233,11 @@ class Core:
                     extra: dict | None = None) -> Call:
         """A call carrying images: .npy with `extra` as query parameters, or JSON with `extra` in the body. A batch
         holding PNGs that only the server can decode (no Pillow here) goes as JSON."""
-        content = batch.npy() if (fmt or self.format) == "npy" else None
-        if content is not None:
+        if (fmt or self.format) == "npy" and batch.array is not None:
             query = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (extra or {}).items()
                      if v is not None}
             headers = {"Content-Type": inputs.NPY, **({"Accept": inputs.NPY} if accept else {})}
-            return Call("POST", path, parse, {**params, **query}, headers, content, len(batch))
+            return Call("POST", path, parse, {**params, **query}, headers, batch.npy, len(batch))
         body = inputs.json_body({"images": batch.json_images(), **(extra or {})})
         return Call("POST", path, parse, params, {"Content-Type": inputs.JSON}, body, len(batch))
 
@@ -249,7 +254,7 @@ class Core:
             headers, body = {"Content-Type": inputs.NPY, "Accept": inputs.NPY}, inputs.npy_bytes
         else:
             headers, body = {"Content-Type": inputs.JSON}, lambda rows: inputs.json_body({"latents": rows.tolist()})
-        return lambda: Plan([Call("POST", "/decode", _images, params, headers, body(z[a:b]), b - a)
+        return lambda: Plan([Call("POST", "/decode", _images, params, headers, functools.partial(body, z[a:b]), b - a)
                              for a, b in self._spans(len(z))], _join_images)
 
     def reconstruct(self, images: inputs.Images, sample: bool, seed: int | None, model: str | None,

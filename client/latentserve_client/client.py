@@ -113,7 +113,7 @@ class Client(_Base):
         while True:
             try:
                 r = self._http.request(call.method, call.path, params=call.params, headers=call.headers,
-                                       content=call.content, timeout=attempts.next_timeout())
+                                       content=call.body(), timeout=attempts.next_timeout())
                 return outcome(call, Reply(r.status_code, r.headers, r.content))
             except httpx.TransportError as exc:
                 error: LatentServeError = transport_error(exc)
@@ -202,7 +202,7 @@ class AsyncClient(_Base):
         while True:
             try:
                 r = await self._http.request(call.method, call.path, params=call.params, headers=call.headers,
-                                             content=call.content, timeout=attempts.next_timeout())
+                                             content=call.body(), timeout=attempts.next_timeout())
                 return outcome(call, Reply(r.status_code, r.headers, r.content))
             except httpx.TransportError as exc:
                 error: LatentServeError = transport_error(exc)

@@ -45,9 +45,9 @@ class ImageBatch:
             return ImageBatch(self.array[start:stop])
         return ImageBatch(None, self.items[start:stop])
 
-    def npy(self) -> bytes | None:
-        """The .npy body, or None when some items are PNGs only the server can decode (send JSON instead)."""
-        return None if self.array is None else npy_bytes(self.array)
+    def npy(self) -> bytes:
+        """The .npy body (only for a batch held as one array; a batch of items goes as JSON)."""
+        return npy_bytes(self.array)
 
     def json_images(self) -> list:
         """The JSON `images` list: floats in [0, 1], or base64 PNG strings."""
