@@ -25,6 +25,7 @@ from latentserve_client import (
 from tests.client.stand_in import StandIn, Step, error, ok, overloaded
 from tests.helpers import free_port
 
+pytestmark = pytest.mark.slow  # real sockets and real waits (Retry-After of a second, deadlines of seconds)
 X = np.zeros((1, 784), np.uint8)
 FAST = Retry(max_attempts=5, deadline_s=10.0, backoff_s=0.01, max_backoff_s=0.05)
 KINDS = ["sync", "async"]
@@ -85,7 +86,7 @@ def test_the_client_gives_up_at_its_deadline(kind):
         elapsed = time.monotonic() - server.arrivals[0]
     # Tries at about 0, 1 and 2 s; a fourth would start past 2.5 s, so the last 503 is raised at once.
     assert err.value.retry_after == 1.0 and err.value.status == 503 and "queue full" in err.value.detail
-    assert 2 <= len(server.arrivals) <= 3 and elapsed < 2.5
+    assert 2 <= len(server.arrivals) <= 3 and elapsed < 2.5 + 0.5  # 0.5 s: this shared machine's slack
 
 
 @pytest.mark.parametrize("kind", KINDS)
