@@ -83,7 +83,8 @@ def measure(app: str, env: dict[str, str], cores: machine.CoreSplit, rounds: int
               "ratio": statistics.median(rates["client"]) / statistics.median(rates["bulk"]),
               "bulk_cpu_s": statistics.median(cpu_s["bulk"]), "client_cpu_s": statistics.median(cpu_s["client"])}
     log(f"[bench] client: Client.encode {statistics.median(rates['client']):,.0f} images/s vs bulk .npy "
-        f"{statistics.median(rates['bulk']):,.0f} images/s = {result['ratio']:.2f} x (c={concurrency}, {rounds} rounds)")
+        f"{statistics.median(rates['bulk']):,.0f} images/s = {result['ratio']:.2f} x "
+        f"(c={concurrency}, {rounds} rounds)")
     return result
 
 

@@ -8,7 +8,7 @@ sample), with .npy bodies, splitting of large inputs, typed errors and retries. 
         digits = client.sample(16, seed=1)          # (16, 28, 28), the same digits for the same seed
 """
 
-from latentserve_client._core import DEFAULT_MAX_ITEMS, NO_RETRY, USER_AGENT, Posterior, Retry
+from latentserve_client._core import DEFAULT_MAX_ITEMS, NO_RETRY, USER_AGENT, Retry
 from latentserve_client._version import __version__
 from latentserve_client.client import AsyncClient, Client
 from latentserve_client.errors import (
@@ -33,6 +33,7 @@ from latentserve_client.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
+from latentserve_client.replies import Posterior
 
 __all__ = [
     "BY_TYPE",

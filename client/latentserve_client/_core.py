@@ -1,6 +1,6 @@
 """The sans-IO core shared by `Client` and `AsyncClient`: it builds each operation's requests (split to the server's
-per-request limit), reads the replies, and decides retries and waits. The two clients only send requests and sleep,
-each in its own way; nothing here touches a socket or a clock it was not handed."""
+per-request limit), names the parser of each reply (replies.py), and decides retries and waits. The two clients only
+send requests and sleep, each in its own way; nothing here touches a socket or a clock it was not handed."""
 
 from __future__ import annotations
 
@@ -8,32 +8,26 @@ import functools
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import numpy as np
 
 from latentserve_client import inputs
-
-try:  # parses a reply's numbers about 4 x faster than the standard library, when it happens to be installed
-    from orjson import loads as _loads
-except ImportError:
-    from json import loads as _loads
 from latentserve_client._version import __version__
 from latentserve_client.errors import (
     ClientTimeout,
     ConnectionFailed,
     LatentServeError,
     PayloadTooLarge,
-    ServiceError,
     Timeout,
     TransportError,
     Unavailable,
     from_reply,
 )
+from latentserve_client.replies import Reply, join_images, join_posteriors, read_images, read_json, read_posterior
 
 # The service's default MAX_ITEMS_PER_REQUEST. The service does not publish its limit, so a client starts here and
 # learns a smaller one from the first 413 that names it.
@@ -58,23 +52,6 @@ class Retry:
 
 
 NO_RETRY = Retry(max_attempts=1)
-
-
-@dataclass(frozen=True)
-class Posterior:
-    """q(z | x) for N images: `mean` and `scale` are float32 (N, K); `scale` is None for an autoencoder."""
-
-    mean: np.ndarray
-    scale: np.ndarray | None
-    model: str
-    version: int
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]  # lower-case names
-    content: bytes
 
 
 @dataclass(frozen=True)
@@ -153,46 +130,6 @@ def outcome(call: Call, reply: Reply) -> Any:
     raise from_reply(reply.status, reply.headers, reply.content)
 
 
-def _json(reply: Reply) -> Any:
-    return _loads(reply.content)
-
-
-def _posterior(reply: Reply) -> Posterior:
-    body = _loads(reply.content)
-    scale = body.get("scale")
-    return Posterior(np.asarray(body["mean"], np.float32), None if scale is None else np.asarray(scale, np.float32),
-                     body["model"], body["version"])
-
-
-def _images(reply: Reply) -> tuple[np.ndarray, str, int]:
-    """(N, 28, 28) float32 pixel means, the model and the version, from a .npy or a JSON reply."""
-    if reply.headers.get("content-type", "").startswith(inputs.NPY):
-        return inputs.as_images(inputs.read_npy(reply.content)), reply.headers["x-model"], int(
-            reply.headers["x-model-version"])
-    body = _loads(reply.content)
-    return inputs.as_images(body["images"]), body["model"], body["version"]
-
-
-def _one_version(parts: list) -> tuple[str, int]:
-    served = {(p.model, p.version) if isinstance(p, Posterior) else (p[1], p[2]) for p in parts}
-    if len(served) > 1:
-        raise ServiceError(f"the parts of one split request were served by different versions {sorted(served)}; "
-                           "pin version= to keep a large request on one version", type="mixed_versions")
-    return next(iter(served))
-
-
-def _join_posteriors(parts: list[Posterior]) -> Posterior:
-    model, version = _one_version(parts)
-    scales = [p.scale for p in parts]
-    scale = None if scales[0] is None else np.concatenate(scales)
-    return Posterior(np.concatenate([p.mean for p in parts]), scale, model, version)
-
-
-def _join_images(parts: list[tuple[np.ndarray, str, int]]) -> np.ndarray:
-    _one_version(parts)
-    return np.concatenate([p[0] for p in parts])
-
-
 def part_seed(seed: int | None, index: int) -> int | None:
     """The seed of part `index` of a split request: seed, seed + 1, ... so a seeded call repeats exactly."""
     return None if seed is None else (seed + index) % SEED_LIMIT
@@ -245,8 +182,8 @@ class Core:
     # limit, it splits the same inputs anew.
     def encode(self, images: inputs.Images, model: str | None, version: int | None, fmt: str | None) -> Planner:
         batch, params = inputs.image_batch(images), self._params(model, version)
-        return lambda: Plan([self._image_call("/encode", batch.slice(a, b), params, fmt, _posterior, accept=False)
-                             for a, b in self._spans(len(batch))], _join_posteriors)
+        return lambda: Plan([self._image_call("/encode", batch.slice(a, b), params, fmt, read_posterior, accept=False)
+                             for a, b in self._spans(len(batch))], join_posteriors)
 
     def decode(self, latents, model: str | None, version: int | None, fmt: str | None) -> Planner:
         z, params = inputs.latents(latents), self._params(model, version)
@@ -254,29 +191,29 @@ class Core:
             headers, body = {"Content-Type": inputs.NPY, "Accept": inputs.NPY}, inputs.npy_bytes
         else:
             headers, body = {"Content-Type": inputs.JSON}, lambda rows: inputs.json_body({"latents": rows.tolist()})
-        return lambda: Plan([Call("POST", "/decode", _images, params, headers, functools.partial(body, z[a:b]), b - a)
-                             for a, b in self._spans(len(z))], _join_images)
+        return lambda: Plan([Call("POST", "/decode", read_images, params, headers, functools.partial(body, z[a:b]),
+                                  b - a) for a, b in self._spans(len(z))], join_images)
 
     def reconstruct(self, images: inputs.Images, sample: bool, seed: int | None, model: str | None,
                     version: int | None, fmt: str | None) -> Planner:
         batch, params = inputs.image_batch(images), self._params(model, version)
-        return lambda: Plan([self._image_call("/reconstruct", batch.slice(a, b), params, fmt, _images, accept=True,
+        return lambda: Plan([self._image_call("/reconstruct", batch.slice(a, b), params, fmt, read_images, accept=True,
                                               extra={"sample": bool(sample), "seed": part_seed(seed, i)})
-                             for i, (a, b) in enumerate(self._spans(len(batch)))], _join_images)
+                             for i, (a, b) in enumerate(self._spans(len(batch)))], join_images)
 
     def sample(self, n: int, seed: int | None, model: str | None, version: int | None, fmt: str | None) -> Planner:
         params = self._params(model, version)
         headers = {"Content-Type": inputs.JSON, **({"Accept": inputs.NPY} if (fmt or self.format) == "npy" else {})}
         # n < 1 goes to the server as it is, for the server's own error.
-        return lambda: Plan([Call("POST", "/sample", _images, params, headers,
+        return lambda: Plan([Call("POST", "/sample", read_images, params, headers,
                                   inputs.json_body({"n": b - a if n > 0 else n, "seed": part_seed(seed, i)}), b - a)
-                             for i, (a, b) in enumerate(self._spans(max(n, 0)))], _join_images)
+                             for i, (a, b) in enumerate(self._spans(max(n, 0)))], join_images)
 
     def models(self) -> Call:
-        return Call("GET", "/models", _json)
+        return Call("GET", "/models", read_json)
 
     def model_detail(self, name: str) -> Call:
-        return Call("GET", "/models/" + quote(name, safe=""), _json)
+        return Call("GET", "/models/" + quote(name, safe=""), read_json)
 
     def ready(self) -> Call:
         return Call("GET", "/readyz", lambda reply: True, retry=False)

@@ -13,9 +13,10 @@ from typing import Any, Self
 import httpx
 import numpy as np
 
-from latentserve_client._core import Call, Core, Planner, Posterior, Reply, Retry, outcome, transport_error
+from latentserve_client._core import Call, Core, Planner, Retry, outcome, transport_error
 from latentserve_client.errors import LatentServeError, PayloadTooLarge, TransportError, Unavailable
 from latentserve_client.inputs import Images
+from latentserve_client.replies import Posterior, Reply
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -29,7 +30,8 @@ class _Base:
         self._core = Core(url, api_key=api_key, model=model, version=version, timeout_s=timeout,
                           retry=retry or Retry(), max_items_per_request=max_items_per_request, format=format)
         self.max_concurrency = max(1, int(max_concurrency))
-        self._limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        n = self.max_concurrency
+        self._limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
 
     @property
     def url(self) -> str:
