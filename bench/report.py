@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from bench import client as client_bench
+
 # The targets. Below the top concurrency "on >= off" is judged on the paired rounds when the run has them
 # (bench.run._paired_on_off), and ON_OFF_TOLERANCE absorbs what noise is left (said in the table); at the highest
 # concurrency batching on must be strictly better, with no tolerance.
@@ -61,6 +63,7 @@ def checks(run: dict) -> list[dict]:
             add(f"{scenario}: images/s >= {target:.2f} x in-process (best c)",
                 f"{best['images_per_s']:.0f}/s at c={best['concurrency']} = {best['ratio']:.2f} x",
                 best["ratio"] >= target)
+    out += client_bench.checks(run.get("info", {}).get("client"))
     measured = [r for r in rows if r["batching"] in ("on", "-")]
     bad = [f"{r['scenario']} c={r['concurrency']}" + (f" {r['statuses']}" if r.get("statuses") else "")
            for r in measured if r["errors"]]

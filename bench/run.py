@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import artifacts, bodies, machine
+from bench import client as client_bench
 from bench.metrics import ScenarioMeter
 from bench.scenarios import BY_NAME, FLOORS, SCENARIOS, Scenario, probe
 from bench.server import REPO, Server
@@ -36,6 +37,7 @@ class RunConfig:
     inprocess_time_s: float = 1.0
     paired_rounds: int = 5  # alternating on/off rounds behind the "on >= off" checks below the top concurrency
     paired_round_s: float = 2.0
+    client_rounds: int = 10  # alternating rounds of bench.client (Client.encode against bulk .npy); 0 skips it
     service_env: dict[str, str] = field(default_factory=dict)
     service_app: str = SERVICE_APP
     log: callable = print
@@ -64,6 +66,8 @@ def run(cfg: RunConfig) -> dict:
     _add_ratios(rows, info["inprocess"])
     if cfg.paired_rounds and "encode-json" in cfg.scenarios and {"on", "off"} <= set(cfg.batching):
         info["paired"] = _paired_on_off(served, cores, body_files, cfg)
+    if cfg.client_rounds and "encode-npy-1024" in cfg.scenarios:
+        info["client"] = client_bench.measure(cfg.service_app, _service_env(served, cfg, "on"), cores, cfg.client_rounds)
     info["loadavg_end"] = machine.loadavg()
     return {"info": info, "rows": rows}
 

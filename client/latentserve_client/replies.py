@@ -1,0 +1,75 @@
+"""Replies to results: a 2xx reply's JSON or .npy body as numpy, the parts of a split call joined in order. Which
+model and version answered travels with each part, so that parts from two versions are never joined."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from latentserve_client import inputs
+from latentserve_client.errors import ServiceError
+
+try:  # parses a reply's numbers about 4 x faster than the standard library, when it happens to be installed
+    from orjson import loads as _loads
+except ImportError:
+    from json import loads as _loads
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """q(z | x) for N images: `mean` and `scale` are float32 (N, K); `scale` is None for an autoencoder."""
+
+    mean: np.ndarray
+    scale: np.ndarray | None
+    model: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    content: bytes
+
+
+def read_json(reply: Reply) -> Any:
+    return _loads(reply.content)
+
+
+def read_posterior(reply: Reply) -> Posterior:
+    body = _loads(reply.content)
+    scale = body.get("scale")
+    return Posterior(np.asarray(body["mean"], np.float32), None if scale is None else np.asarray(scale, np.float32),
+                     body["model"], body["version"])
+
+
+def read_images(reply: Reply) -> tuple[np.ndarray, str, int]:
+    """(N, 28, 28) float32 pixel means, the model and the version, from a .npy or a JSON reply."""
+    if reply.headers.get("content-type", "").startswith(inputs.NPY):
+        return inputs.as_images(inputs.read_npy(reply.content)), reply.headers["x-model"], int(
+            reply.headers["x-model-version"])
+    body = _loads(reply.content)
+    return inputs.as_images(body["images"]), body["model"], body["version"]
+
+
+def _one_version(parts: list) -> tuple[str, int]:
+    served = {(p.model, p.version) if isinstance(p, Posterior) else (p[1], p[2]) for p in parts}
+    if len(served) > 1:
+        raise ServiceError(f"the parts of one split request were served by different versions {sorted(served)}; "
+                           "pin version= to keep a large request on one version", type="mixed_versions")
+    return next(iter(served))
+
+
+def join_posteriors(parts: list[Posterior]) -> Posterior:
+    model, version = _one_version(parts)
+    scales = [p.scale for p in parts]
+    scale = None if scales[0] is None else np.concatenate(scales)
+    return Posterior(np.concatenate([p.mean for p in parts]), scale, model, version)
+
+
+def join_images(parts: list[tuple[np.ndarray, str, int]]) -> np.ndarray:
+    _one_version(parts)
+    return np.concatenate([p[0] for p in parts])
