@@ -1,5 +1,5 @@
 # latentserve: one image for GPU and CPU hosts. The default target serves the committed artifacts/ on port 8000;
-# `--target train` adds the `train` extra (Pyro) and runs `python -m training`. Why this base image: README.md, Deploy.
+# `--target train` adds the `train` extra (Pyro) and runs `python -m training`. Why this base image: docs/deploy.md.
 #
 #   docker build -t latentserve .
 #   docker run --gpus all -p 8000:8000 latentserve        # drop --gpus all on a host without a GPU
