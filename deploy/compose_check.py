@@ -36,7 +36,7 @@ def run(engine: Engine, report: Report) -> None:
         loopback.write_text(_LOOPBACK.format(port=port, app=APP_PORT))
         files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "docker-compose.cpu.yml"), "-f", str(loopback)]
         compose = [*engine.compose(), "--project-name", PROJECT, *files]
-        env = {**os.environ, "MNIST_DIR": str(mnist)}
+        env = {k: v for k, v in os.environ.items() if k != "LATENTSERVE_API_KEY"} | {"MNIST_DIR": str(mnist)}
         try:
             _stack(compose, env, report, url)
         finally:
