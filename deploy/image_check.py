@@ -37,7 +37,8 @@ FORBIDDEN = [
     (r"^/opt/venv/(bin/pip|lib/python3[.0-9]*/site-packages/pip(/|-))", "pip in the app's venv (installs nothing)"),
     (r"/site-packages/.*/tests/", "a wheel's test suite"),
     (r"(^|/)\.cache/pip(/|$)|^/root/\.cache(/|$)", "a pip cache"),
-    (r"\.whl$", "a wheel file"),
+    # Debian's python3-venv keeps its pip/setuptools seed wheels in /usr/share/python-wheels: the base image's.
+    (r"^(?!/usr/share/python-wheels/).*\.whl$", "a wheel file"),
 ]
 # Runs inside the image: every file with its size, to find what is not allowed and what the bytes are made of.
 _LIST_FILES = """
