@@ -111,7 +111,8 @@ class Report:
     figures: dict[str, str] = field(default_factory=dict)
 
     def check(self, ok: bool, what: str, detail: str = "") -> bool:
-        print(f"  {'ok  ' if ok else 'FAIL'} {what}{f': {detail}' if detail else ''}", flush=True)
+        shown = detail if not ok or len(detail) <= 120 else detail[:117] + "..."
+        print(f"  {'ok  ' if ok else 'FAIL'} {what}{f': {shown}' if shown else ''}", flush=True)
         if not ok:
             self.failures.append(what)
         return ok
