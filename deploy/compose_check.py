@@ -34,7 +34,8 @@ def run(engine: Engine, report: Report) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         loopback = Path(tmp) / "compose.loopback.yml"
         loopback.write_text(_LOOPBACK.format(port=port, app=APP_PORT))
-        files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "docker-compose.cpu.yml"), "-f", str(loopback)]
+        files = [arg for path in (ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml", loopback)
+                 for arg in ("-f", str(path))]
         compose = [*engine.compose(), "--project-name", PROJECT, *files]
         env = {k: v for k, v in os.environ.items() if k != "LATENTSERVE_API_KEY"} | {"MNIST_DIR": str(mnist)}
         try:
@@ -42,8 +43,9 @@ def run(engine: Engine, report: Report) -> None:
         finally:
             down = sh([*compose, "--profile", "train", "down", "--volumes"], env=env, cwd=ROOT, check=False)
             volumes = engine("volume", "ls", "--format", "{{.Name}}").stdout.split()
-            report.check(down.returncode == 0 and not any(v.startswith(PROJECT) for v in volumes),
-                         "compose down --volumes leaves no container or volume", down.stderr[-500:])
+            left = [v for v in volumes if v.startswith(PROJECT)]
+            report.check(down.returncode == 0 and not left, "compose down --volumes leaves no container or volume",
+                         f"{left} {down.stderr[-500:] if down.returncode else ''}".strip())
 
 
 def _stack(compose: list[str], env: dict, report: Report, url: str) -> None:

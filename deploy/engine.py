@@ -22,7 +22,8 @@ def sh(argv: list[str], timeout: float = 600, check: bool = True, **kwargs) -> s
     """Runs argv with captured text output; a failure raises with the command's own words."""
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
     if check and result.returncode != 0:
-        raise RuntimeError(f"`{shlex.join(argv)}` exited {result.returncode}:\n{(result.stdout + result.stderr)[-3000:]}")
+        output = (result.stdout + result.stderr)[-3000:]
+        raise RuntimeError(f"`{shlex.join(argv)}` exited {result.returncode}:\n{output}")
     return result
 
 

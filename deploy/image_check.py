@@ -179,7 +179,9 @@ def run_image(engine: Engine, report: Report) -> None:
     start = time.monotonic()
     engine("run", "--detach", "--name", CONTAINER, "--publish", f"127.0.0.1:{port}:{APP_PORT}",
            "--env", "LATENTSERVE_DEVICE=cpu", IMAGE)
-    running = lambda: engine("inspect", "--format", "{{.State.Running}}", CONTAINER).stdout.strip() == "true"  # noqa: E731
+    def running() -> bool:
+        return engine("inspect", "--format", "{{.State.Running}}", CONTAINER).stdout.strip() == "true"
+
     ready = wait_ready(url, 180, running)
     if not report.check(ready is not None, "GET /readyz 200 after start",
                         engine("logs", CONTAINER, check=False).stderr[-2000:] if ready is None else ""):

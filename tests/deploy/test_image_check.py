@@ -22,7 +22,8 @@ def test_forbidden_flags_what_a_serving_image_must_not_hold():
 def test_forbidden_passes_what_the_server_needs():
     good = [f"{SITE}/torch/testing/_comparison.py", f"{SITE}/torch/__pycache__/functional.cpython-311.pyc",
             f"{SITE}/numpy/testing/__init__.py", "/usr/local/bin/pip", "/usr/lib/python3/dist-packages/pip/x.py",
-            "/app/artifacts/vae/1/manifest.json", "/usr/share/python-wheels/pip-23.0.1-py3-none-any.whl", f"{SITE}/service/routes.py", f"{SITE}/pipdeptree_x/a.py"]
+            "/app/artifacts/vae/1/manifest.json", "/usr/share/python-wheels/pip-23.0.1-py3-none-any.whl",
+            f"{SITE}/service/routes.py", f"{SITE}/pipdeptree_x/a.py"]
     assert forbidden(good) == {}
 
 
