@@ -112,3 +112,30 @@ def test_tests_run_on_the_locked_web_framework(locks, package):
     the image must ship the FastAPI (and its Starlette) that tests/unit/test_routing.py passed on."""
     locked = locks["runtime"][package][0]
     assert Version(importlib.metadata.version(package)) == locked, f"run `make install` to get {package}=={locked}"
+
+
+def _make_rules() -> dict[str, tuple[list[str], str]]:
+    """Makefile target -> (prerequisites, recipe), with $(VAR) names left as written."""
+    rules, target = {}, None
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        match = re.match(r"^([$()A-Za-z_.-]+):(?!=)\s*(.*)$", line)
+        if match:
+            target = match[1]
+            rules[target] = (match[2].split(), "")
+        elif target and line.startswith("\t"):
+            rules[target] = (rules[target][0], rules[target][1] + line + "\n")
+        elif not line.strip():
+            target = None
+    return rules
+
+
+def test_make_serve_installs_the_runtime_lock_only_and_test_the_dev_lock():
+    rules = _make_rules()
+
+    def installed(target: str, seen=()) -> str:
+        prerequisites, recipe = rules.get(target, ([], ""))
+        return recipe + "".join(installed(p, (*seen, target)) for p in prerequisites if p not in seen)
+
+    assert "-r requirements/runtime.txt" in installed("serve") and "requirements/dev.txt" not in installed("serve")
+    assert "-r requirements/dev.txt" in installed("test") and "-r requirements/dev.txt" in installed("install")
+    assert "--require-hashes" in installed("test")
