@@ -1,6 +1,5 @@
-# syntax=docker/dockerfile:1
 # latentserve: one image for GPU and CPU hosts. The default target serves the committed artifacts/ on port 8000;
-# `--target train` adds the `train` extra (Pyro) and runs `python -m training`. Why this base image: README.md, Deploy.
+# `--target train` adds the `train` extra (Pyro) and runs `python -m training`. Why this base image: docs/deploy.md.
 #
 #   docker build -t latentserve .
 #   docker run --gpus all -p 8000:8000 latentserve        # drop --gpus all on a host without a GPU
@@ -17,34 +16,38 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# Dependencies come from pyproject.toml alone (no requirements file to drift). They are installed before the source is
-# copied, so editing code reuses the multi-GB torch layer; only a change to pyproject.toml reinstalls them.
+# Dependencies come from the lock files (requirements/*.txt, `make lock` writes them from pyproject.toml): every
+# package at one version with its SHA-256, so two builds install the same bytes. They are installed before the source
+# is copied, so editing code reuses the multi-GB torch layer; only a change to a lock file reinstalls them.
 FROM base AS builder
 WORKDIR /src
 RUN python -m venv "$VIRTUAL_ENV"
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+COPY requirements/runtime.txt requirements/train.txt requirements/
+RUN pip install --require-hashes --no-deps -r requirements/runtime.txt
+COPY pyproject.toml README.md ./
 COPY lvm/ lvm/
 COPY service/ service/
 COPY training/ training/
-COPY README.md ./
-# The same `pip install` of this project as `make install`, minus editable mode and the dev extra; --no-deps because
-# the layer above already installed every dependency from the same pyproject.toml.
-RUN pip install --no-deps .
+# The same install of this project as `make install`, minus editable mode; --no-deps because the lock installed every
+# dependency. Then what the server never runs: pip itself and the test suites some wheels ship.
+RUN pip install --no-deps . \
+    && find "$VIRTUAL_ENV" -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
+    && pip uninstall --yes pip
 
-# The `train` extra (Pyro, plotting) on top of the runtime venv, again read from pyproject.toml.
+# The `train` extra (Pyro, plotting) on top of the runtime venv, from its own lock (the runtime lock plus the extra).
+# pip is gone from this venv, so the base image's pip installs into it.
 FROM builder AS train-builder
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['train']))" \
-        > /tmp/requirements-train.txt \
-    && pip install -r /tmp/requirements-train.txt
+RUN /usr/local/bin/python -m pip --python "$VIRTUAL_ENV/bin/python" install --require-hashes --no-deps \
+        -r requirements/train.txt
 
 # Shared by both runnable targets: tini as PID 1 forwards SIGTERM to the server and reaps zombies; a fixed non-root
 # uid so that Kubernetes' runAsNonRoot can check it and volumes can be chowned to it.
 FROM base AS runtime-base
+# tini is left unpinned (DL3008): Debian replaces a package revision on its mirrors when it patches one, so a pinned
+# revision stops installing; the base image's Debian release fixes the version line.
+# hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install --yes --no-install-recommends tini=0.19.0-1+b3 \
+    && apt-get install --yes --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app

@@ -1,24 +1,43 @@
-# One entry point for every workflow. `make serve` and `make test` install what they need first.
+# One entry point for every workflow. `make serve` and `make test` install what they need first, from the lock files
+# (requirements/*.txt: every package pinned with its hashes; `make lock` rewrites them from pyproject.toml).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# What the service needs to run (`make serve`), then the dev set on top of it (everything else).
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 MNIST_DIR ?=
 EPOCHS_FLAG :=
+# The lock's target: the image's Python and platform, whatever machine runs `make lock`.
+LOCK   := $(VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --native-tls --python-version 3.11 \
+          --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock'
 
-.PHONY: install serve test test-fast train bench bench-smoke soak soak-smoke lint-deploy clean
+.PHONY: install serve test test-fast train bench bench-smoke soak soak-smoke lint-deploy image-check lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml client/pyproject.toml
+$(RUNTIME_STAMP): requirements/runtime.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet -e ./client
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/runtime.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP) requirements/dev.txt client/pyproject.toml
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e ./client
 	touch $(STAMP)
 
-serve: $(STAMP)
+# Rewrites requirements/{dev,runtime,train}.txt from pyproject.toml, keeping every pin that still fits (a new
+# dependency adds its own tree and moves nothing else); `make lock UPGRADE=--upgrade` moves all to the newest allowed.
+# dev is solved first; runtime and train are held to its versions, so the tests run on what the image ships.
+UPGRADE :=
+lock: $(STAMP)
+	$(LOCK) $(UPGRADE) --extra dev -o requirements/dev.txt
+	$(LOCK) $(UPGRADE) -c requirements/dev.txt -o requirements/runtime.txt
+	$(LOCK) $(UPGRADE) --extra train -c requirements/dev.txt -o requirements/train.txt
+
+serve: $(RUNTIME_STAMP)
 	$(PY) -m service
 
 test: $(STAMP)
@@ -36,6 +55,11 @@ train: $(STAMP)
 # The container and Kubernetes checks alone (hadolint, Compose schema, Kubernetes schemas).
 lint-deploy: $(STAMP)
 	$(PY) -m pytest -q tests/deploy
+
+# Builds the image with docker (podman where there is none), runs it and the Compose stack on 127.0.0.1 and checks
+# them from outside (docs/deploy.md, "The image check"). Needs the engine, ~20 GB of disk and MNIST_DIR for `train`.
+image-check: $(STAMP)
+	$(PY) -m deploy.image_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
