@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -50,11 +51,18 @@ async def _receive(
     fmt = codecs.body_format(request.headers.get("content-type"))
     if fmt == "npy" and not allow_npy:
         raise UnsupportedMediaType("this endpoint takes a JSON body only")
-    _served(request, state).batchers[op].admit()
+    served, body = await receive(request, lambda: _served(request, state), op)
+    return served, body, fmt
+
+
+async def receive(request: Request, find: Callable[[], ServedModel], op: str) -> tuple[ServedModel, bytes]:
+    """The model `find` names and the raw body; a full queue's 503 comes before the body is read. Shared with the
+    Open Inference Protocol routes (service/oip.py), which find their model by path instead of query."""
+    find().batchers[op].admit()
     body = await request.body()
     # Looked up again: a reload may have swapped versions while the body arrived. From here to the queue nothing
     # awaits, so the version returned is still serving when the rows are queued.
-    return _served(request, state), body, fmt
+    return find(), body
 
 
 def _served(request: Request, state: ServiceState) -> ServedModel:
@@ -257,3 +265,7 @@ async def readyz(request: Request) -> Response:
             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}})
 async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+# Shared with the Open Inference Protocol routes (service/oip.py): one way to wait for a result and to seed noise.
+result, seed, noise = _result, _seed, _noise
