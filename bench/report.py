@@ -61,11 +61,30 @@ def checks(run: dict) -> list[dict]:
             add(f"{scenario}: images/s >= {target:.2f} x in-process (best c)",
                 f"{best['images_per_s']:.0f}/s at c={best['concurrency']} = {best['ratio']:.2f} x",
                 best["ratio"] >= target)
+    _protocol_checks(rows, add)
     measured = [r for r in rows if r["batching"] in ("on", "-")]
     bad = [f"{r['scenario']} c={r['concurrency']}" + (f" {r['statuses']}" if r.get("statuses") else "")
            for r in measured if r["errors"]]
     add("zero errors / non-2xx (floor and batching on)", "none" if not bad else ", ".join(bad), not bad)
     return out
+
+
+def _protocol_checks(rows: list[dict], add) -> None:
+    """Issue 11: the Open Inference Protocol routes against the service's own routes doing the same work."""
+    infer = _row(rows, "infer-json", "on", 64)
+    if infer and infer["ref_row"]:
+        add("infer-json c=64: req/s >= 0.85 x encode-json", f"{infer['req_per_s']:.0f} vs "
+            f"{infer['ref_row']['req_per_s']:.0f} = {infer['ratio']:.2f} x", infer["ratio"] >= 0.85)
+    best = {}
+    for name in ("infer-binary-1024", "encode-npy-1024"):
+        cands = [r for r in rows if r["scenario"] == name and r["batching"] == "on"]
+        best[name] = max(cands, key=lambda r: r["images_per_s"]) if cands else None
+    binary, npy = best["infer-binary-1024"], best["encode-npy-1024"]
+    if binary and npy and npy["images_per_s"]:
+        ratio = binary["images_per_s"] / npy["images_per_s"]
+        add("infer-binary-1024: images/s >= 0.90 x encode-npy-1024 (best c each)",
+            f"{binary['images_per_s']:.0f}/s at c={binary['concurrency']} vs {npy['images_per_s']:.0f}/s at "
+            f"c={npy['concurrency']} = {ratio:.2f} x", ratio >= 0.90)
 
 
 def _fmt(x, spec=".0f"):
@@ -77,7 +96,7 @@ def results_table(rows: list[dict]) -> str:
             "mean batch | server CPU | wrk CPU |\n|" + " --- |" * 13)
     lines = [head]
     for r in rows:
-        ref = r["reference"].replace("floor:", "floor ").replace("inprocess:", "in-process ").replace(":", " b")
+        ref = r["reference"].replace("scenario:", "").replace("floor:", "floor ").replace("inprocess:", "in-process ").replace(":", " b")
         lines.append(
             f"| {r['scenario']} | {r['batching']} | {r['concurrency']} | {_fmt(r['req_per_s'], ',.0f')} | "
             f"{_fmt(r['images_per_s'], ',.0f')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "

@@ -88,7 +88,7 @@ def _serve_and_measure(app: str, env: dict, scenarios: list[Scenario], batching:
         for scenario in scenarios:
             answer = probe(server.url, scenario, body_files[scenario.body].read_bytes())
             for c in cfg.concurrency:
-                kw = dict(content_type=scenario.content_type, accept=scenario.accept)
+                kw = dict(content_type=scenario.content_type, accept=scenario.accept, headers=scenario.headers)
                 url = server.url + scenario.path
                 if cfg.warmup_s > 0:
                     run_wrk(url, body_files[scenario.body], c, cfg.warmup_s, cores, **kw)
@@ -137,8 +137,10 @@ def _paired_on_off(served: Path, cores, body_files, cfg: RunConfig) -> dict:
 
 
 def _add_ratios(rows: list[dict], inprocess: dict) -> None:
-    """ratio = req/s over the floor's at the same concurrency, or images/s over the in-process figure."""
+    """ratio = req/s over the floor's at the same concurrency, images/s over the in-process figure, or images/s over
+    another scenario's at the same concurrency and batching."""
     floor = {(r["scenario"], r["concurrency"]): r for r in rows if r["batching"] == "-"}
+    peers = {(r["scenario"], r["concurrency"], r["batching"]): r for r in rows}
     for row in rows:
         ref = BY_NAME[row["scenario"]].reference
         row["reference"], row["ratio"], row["ref_row"] = ref, None, None
@@ -149,6 +151,11 @@ def _add_ratios(rows: list[dict], inprocess: dict) -> None:
             if f and f["req_per_s"]:
                 row["ratio"] = row["req_per_s"] / f["req_per_s"]
                 row["ref_row"] = {k: f[k] for k in ("req_per_s", "p50_ms", "p99_ms")}
+        elif ref.startswith("scenario:"):
+            peer = peers.get((ref.split(":", 1)[1], row["concurrency"], row["batching"]))
+            if peer and peer["images_per_s"]:
+                row["ratio"] = row["images_per_s"] / peer["images_per_s"]
+                row["ref_row"] = {k: peer[k] for k in ("req_per_s", "images_per_s", "p50_ms", "p99_ms")}
         else:
             _, op, batch = ref.split(":")
             ref_rate = inprocess[op].get(batch)
