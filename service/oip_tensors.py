@@ -99,7 +99,7 @@ def _input(item: object, index: int, tail: memoryview, used: int) -> tuple[Tenso
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise InvalidInput(f"input {index} must be an object with a 'name'")
     name, datatype = item["name"], item.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInput(f"input {name!r}: datatype {str(datatype)[:16]!r} is not one of {', '.join(DATATYPES)}")
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):

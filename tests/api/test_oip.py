@@ -208,6 +208,7 @@ BAD = {
     "input twice": ("vae-encode", {"inputs": _body()["inputs"] * 2}, {}, 422),
     "wrong datatype": ("vae-encode", _body(datatype="INT32"), {}, 422),
     "unknown datatype": ("vae-encode", _body(datatype="FLOAT"), {}, 422),
+    "datatype not a string": ("vae-encode", _body(datatype=["FP32"]), {}, 422),
     "BYTES": ("vae-encode", _body(datatype="BYTES"), {}, 422),
     "shape mismatch": ("vae-encode", _body(shape=[2, 784]), {}, 422),
     "negative shape": ("vae-encode", _body(shape=[-1, 784]), {}, 422),
