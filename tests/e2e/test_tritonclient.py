@@ -86,6 +86,9 @@ def test_sample_with_a_seed_input_and_default_binary_outputs(urls):
     reply = own(url, "/sample", {"n": 5, "seed": 3})
     np.testing.assert_allclose(result.as_numpy("latents"), reply["latents"], atol=1e-6)
     np.testing.assert_allclose(result.as_numpy("images"), reply["images"], atol=1e-6)
+    result = client.infer("vae-sample", [], parameters={"count": 2, "seed": 4})  # no inputs at all
+    np.testing.assert_allclose(result.as_numpy("latents"), own(url, "/sample", {"n": 2, "seed": 4})["latents"],
+                               atol=1e-6)
 
 
 def test_bad_input_reaches_the_client_as_a_4xx_with_the_servers_message(urls):
