@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import artifacts, bodies, machine
 from bench.metrics import ScenarioMeter
-from bench.scenarios import BY_NAME, FLOORS, SCENARIOS, Scenario, probe
+from bench.scenarios import BY_NAME, FLOORS, PAIRS, SCENARIOS, Scenario, probe
 from bench.server import REPO, Server
 from bench.wrk import run_wrk
 
@@ -64,6 +64,8 @@ def run(cfg: RunConfig) -> dict:
     _add_ratios(rows, info["inprocess"])
     if cfg.paired_rounds and "encode-json" in cfg.scenarios and {"on", "off"} <= set(cfg.batching):
         info["paired"] = _paired_on_off(served, cores, body_files, cfg)
+    if cfg.paired_rounds and "on" in cfg.batching:
+        info["paired_protocol"] = _paired_protocol(served, cores, body_files, cfg)
     info["loadavg_end"] = machine.loadavg()
     return {"info": info, "rows": rows}
 
@@ -133,6 +135,32 @@ def _paired_on_off(served: Path, cores, body_files, cfg: RunConfig) -> dict:
             out[str(c)] = {"on": rates["on"], "off": rates["off"], "ratio": on_rate / off_rate if off_rate else None}
             cfg.log(f"[bench] paired on/off c={c}: medians {on_rate:.0f} / {off_rate:.0f} req/s "
                     f"over {cfg.paired_rounds} alternating rounds of {cfg.paired_round_s:g} s")
+    return out
+
+
+def _paired_protocol(served: Path, cores, body_files, cfg: RunConfig) -> dict:
+    """Each protocol scenario against the own route doing the same work (scenarios.PAIRS), in alternating rounds on
+    one server with batching on: the ratio is the median images/s of one over the other's, so that drift on a shared
+    machine hits both alike."""
+    pairs, out = [p for p in PAIRS if {p.scenario, p.reference} <= set(cfg.scenarios)], {}
+    if not pairs:
+        return out
+    with Server(cfg.service_app, cores, env=_service_env(served, cfg, "on")) as server:
+        for pair in pairs:
+            rates = {pair.scenario: [], pair.reference: []}
+            for round_ in range(cfg.paired_rounds + 1):  # round 0 warms up and is not kept
+                for name in rates:
+                    s = BY_NAME[name]
+                    result = run_wrk(server.url + s.path, body_files[s.body], pair.concurrency, cfg.paired_round_s,
+                                     cores, content_type=s.content_type, accept=s.accept, headers=s.headers)
+                    if round_:
+                        rates[name].append(result.req_per_s * s.items)
+            mine, theirs = statistics.median(rates[pair.scenario]), statistics.median(rates[pair.reference])
+            out[pair.scenario] = {"reference": pair.reference, "concurrency": pair.concurrency, "target": pair.target,
+                                  "images_per_s": rates[pair.scenario], "reference_images_per_s": rates[pair.reference],
+                                  "ratio": mine / theirs if theirs else None}
+            cfg.log(f"[bench] paired {pair.scenario} / {pair.reference} c={pair.concurrency}: medians {mine:.0f} / "
+                    f"{theirs:.0f} images/s over {cfg.paired_rounds} alternating rounds of {cfg.paired_round_s:g} s")
     return out
 
 

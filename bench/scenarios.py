@@ -55,6 +55,20 @@ FLOORS = [
 BY_NAME = {s.name: s for s in SCENARIOS + FLOORS}
 
 
+@dataclass(frozen=True)
+class Pair:
+    """A protocol scenario and the own-route scenario it must keep up with, measured in alternating rounds on one
+    server (bench.run._paired_protocol), at a concurrency of its own, against a floor on the ratio of images/s."""
+
+    scenario: str
+    reference: str
+    concurrency: int
+    target: float
+
+
+PAIRS = [Pair("infer-json", "encode-json", 64, 0.85), Pair("infer-binary-1024", "encode-npy-1024", 4, 0.90)]
+
+
 def probe(base_url: str, scenario: Scenario, body: bytes, auth: str | None = None) -> str:
     """Sends one request and checks the answer's shape; returns a short description, raises on anything wrong."""
     headers = {"Content-Type": scenario.content_type, **dict(scenario.headers)}
