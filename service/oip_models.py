@@ -6,6 +6,7 @@ batcher's outputs become named tensors. Pixel and latent checks are the service'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -39,20 +40,21 @@ def split_name(protocol_name: str) -> tuple[str, str]:
     return model, op
 
 
-def signature(op: str, latent_dim: int, has_scale: bool) -> tuple[list[TensorSpec], list[TensorSpec]]:
+@cache  # a handful of distinct signatures, asked for twice per request
+def signature(op: str, latent_dim: int, has_scale: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """The inputs and outputs of one operation of a model with latent dimension K (`scale` only if it has one).
     Images also come as [-1, 28, 28]; codecs accepts both layouts."""
     images_in = TensorSpec("images", ("FP32", "UINT8"), (-1, INPUT_DIM))
     images_out = TensorSpec("images", ("FP32",), (-1, INPUT_DIM))
     latents = TensorSpec("latents", ("FP32",), (-1, latent_dim))
-    posterior = [TensorSpec("mean", ("FP32",), (-1, latent_dim))]
+    posterior = (TensorSpec("mean", ("FP32",), (-1, latent_dim)),)
     if has_scale:
-        posterior.append(TensorSpec("scale", ("FP32",), (-1, latent_dim)))
+        posterior += (TensorSpec("scale", ("FP32",), (-1, latent_dim)),)
     return {
-        "encode": ([images_in], posterior),
-        "decode": ([latents], [images_out]),
-        "reconstruct": ([images_in], [images_out, *posterior]),
-        "sample": ([TensorSpec("seed", ("INT64",), (1,), optional=True)], [latents, images_out]),
+        "encode": ((images_in,), posterior),
+        "decode": ((latents,), (images_out,)),
+        "reconstruct": ((images_in,), (images_out, *posterior)),
+        "sample": ((TensorSpec("seed", ("INT64",), (1,), optional=True),), (latents, images_out)),
     }[op]
 
 
@@ -91,7 +93,7 @@ def rows(op: str, served: ServedModel, request: InferRequest, max_items: int) ->
     return routes.noise(count, k, _seed(request, arrays.get("seed")))
 
 
-def _inputs(request: InferRequest, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+def _inputs(request: InferRequest, specs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
     """The request's arrays by name, each one the operation takes and of an accepted datatype."""
     by_name = {t.name: t for t in specs}
     for name, tensor in request.inputs.items():
