@@ -3,6 +3,8 @@ binary tensors (answers equal to the service's own routes), and a table of bad p
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import orjson
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from service.oip_tensors import HEADER_LENGTH
 from tests.factories import LATENT_DIM
 from tests.helpers import IMAGES, IMAGES_U8, reference, run
-from tests.serving import serve
+from tests.serving import block, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -250,3 +252,23 @@ async def test_unknown_model_metadata_and_unknown_route_are_404s(client):
     for path in ("/v2/models/vea-encode", "/v2/models/vae-encode/versions/3/ready", "/v2/nothing"):
         r = await client.get(path)
         assert r.status_code == 404 and set(r.json()) == {"error"}, path
+
+
+async def test_full_queue_is_a_503_with_retry_after_and_a_slow_one_a_504(artifacts_dir):
+    async with serve(artifacts_dir, max_queue_items=4, request_timeout_s=0.5) as client:
+        gate = block(client)
+        infer = "/v2/models/vae-encode/infer"
+        first = asyncio.create_task(client.post(infer, json=_body()))
+        while client.app.state.service.activity.computing == 0:
+            await asyncio.sleep(0.01)
+        queued = asyncio.create_task(client.post(infer, json=_body(np.zeros((4, 784), np.float32))))
+        while client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items < 4:
+            await asyncio.sleep(0.01)
+        refused = await client.post(infer, json=_body())
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+        assert set(refused.json()) == {"error"}
+        timed_out = await queued  # waited in the queue past request_timeout_s behind the held batch
+        assert timed_out.status_code == 504 and set(timed_out.json()) == {"error"}
+        gate.set()
+        assert (await first).status_code == 504  # held past the timeout too
+        assert (await client.post(infer, json=_body())).status_code == 200
