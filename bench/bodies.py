@@ -15,6 +15,15 @@ import orjson
 from bench.server import REPO
 
 N_BULK = 1024
+OIP_ENCODE = "/v2/models/vae-encode/infer"
+
+
+def infer_binary_header(n: int = N_BULK) -> bytes:
+    """The JSON header of a protocol request carrying n uint8 28x28 images as binary, outputs asked for in binary
+    (what tritonclient sends by default); its length goes in the Inference-Header-Content-Length header."""
+    return orjson.dumps({"inputs": [{"name": "images", "datatype": "UINT8", "shape": [n, 28, 28],
+                                     "parameters": {"binary_data_size": n * 784}}],
+                         "parameters": {"binary_data_output": True}})
 
 
 def mnist_test_images(n: int) -> tuple[np.ndarray, str]:
@@ -52,6 +61,10 @@ def prepare(folder: Path, latent_dim: int = 2) -> dict[str, Path]:
     first = (images[0].reshape(784).astype(np.float32) / 255).tolist()
     bodies = {
         "image_json": json.dumps({"images": [first]}).encode(),
+        # The same digit as a protocol tensor, its floats written the same way.
+        "infer_image_json": json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 784],
+                                                    "data": first}]}).encode(),
+        "infer_images1024_binary": infer_binary_header() + images.tobytes(),
         "latent_json": orjson.dumps({"latents": [latents[0].tolist()]}),
         "sample16_json": orjson.dumps({"n": 16}),
         "images1024_npy": npy_bytes(images),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 from bench import client as client_bench
@@ -64,11 +65,23 @@ def checks(run: dict) -> list[dict]:
                 f"{best['images_per_s']:.0f}/s at c={best['concurrency']} = {best['ratio']:.2f} x",
                 best["ratio"] >= target)
     out += client_bench.checks(run.get("info", {}).get("client"))
+    _protocol_checks(run, add)
     measured = [r for r in rows if r["batching"] in ("on", "-")]
     bad = [f"{r['scenario']} c={r['concurrency']}" + (f" {r['statuses']}" if r.get("statuses") else "")
            for r in measured if r["errors"]]
     add("zero errors / non-2xx (floor and batching on)", "none" if not bad else ", ".join(bad), not bad)
     return out
+
+
+def _protocol_checks(run: dict, add) -> None:
+    """Issue 11: each Open Inference Protocol scenario against the own route doing the same work, from the paired
+    rounds (bench.run._paired_protocol)."""
+    for name, pair in run.get("info", {}).get("paired_protocol", {}).items():
+        ratio = pair["ratio"]
+        add(f"{name} c={pair['concurrency']}: images/s >= {pair['target']:.2f} x {pair['reference']}",
+            f"{ratio:.2f} x (median of {len(pair['images_per_s'])} alternating rounds, "
+            f"{statistics.median(pair['images_per_s']):,.0f} vs {statistics.median(pair['reference_images_per_s']):,.0f}"
+            " images/s)", ratio is not None and ratio >= pair["target"])
 
 
 def _fmt(x, spec=".0f"):
@@ -80,7 +93,7 @@ def results_table(rows: list[dict]) -> str:
             "mean batch | server CPU | wrk CPU |\n|" + " --- |" * 13)
     lines = [head]
     for r in rows:
-        ref = r["reference"].replace("floor:", "floor ").replace("inprocess:", "in-process ").replace(":", " b")
+        ref = r["reference"].replace("scenario:", "").replace("floor:", "floor ").replace("inprocess:", "in-process ").replace(":", " b")
         lines.append(
             f"| {r['scenario']} | {r['batching']} | {r['concurrency']} | {_fmt(r['req_per_s'], ',.0f')} | "
             f"{_fmt(r['images_per_s'], ',.0f')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import artifacts, bodies, machine
 from bench import client as client_bench
 from bench.metrics import ScenarioMeter
-from bench.scenarios import BY_NAME, FLOORS, SCENARIOS, Scenario, probe
+from bench.scenarios import BY_NAME, FLOORS, PAIRS, SCENARIOS, Scenario, probe
 from bench.server import REPO, Server
 from bench.wrk import run_wrk
 
@@ -68,6 +68,8 @@ def run(cfg: RunConfig) -> dict:
         info["paired"] = _paired_on_off(served, cores, body_files, cfg)
     if cfg.client_rounds and "encode-npy-1024" in cfg.scenarios:
         info["client"] = client_bench.measure(cfg.service_app, _service_env(served, cfg, "on"), cores, cfg.client_rounds)
+    if cfg.paired_rounds and "on" in cfg.batching:
+        info["paired_protocol"] = _paired_protocol(served, cores, body_files, cfg)
     info["loadavg_end"] = machine.loadavg()
     return {"info": info, "rows": rows}
 
@@ -92,7 +94,7 @@ def _serve_and_measure(app: str, env: dict, scenarios: list[Scenario], batching:
         for scenario in scenarios:
             answer = probe(server.url, scenario, body_files[scenario.body].read_bytes())
             for c in cfg.concurrency:
-                kw = dict(content_type=scenario.content_type, accept=scenario.accept)
+                kw = dict(content_type=scenario.content_type, accept=scenario.accept, headers=scenario.headers)
                 url = server.url + scenario.path
                 if cfg.warmup_s > 0:
                     run_wrk(url, body_files[scenario.body], c, cfg.warmup_s, cores, **kw)
@@ -140,9 +142,37 @@ def _paired_on_off(served: Path, cores, body_files, cfg: RunConfig) -> dict:
     return out
 
 
+def _paired_protocol(served: Path, cores, body_files, cfg: RunConfig) -> dict:
+    """Each protocol scenario against the own route doing the same work (scenarios.PAIRS), in alternating rounds on
+    one server with batching on: the ratio is the median images/s of one over the other's, so that drift on a shared
+    machine hits both alike."""
+    pairs, out = [p for p in PAIRS if {p.scenario, p.reference} <= set(cfg.scenarios)], {}
+    if not pairs:
+        return out
+    with Server(cfg.service_app, cores, env=_service_env(served, cfg, "on")) as server:
+        for pair in pairs:
+            rates = {pair.scenario: [], pair.reference: []}
+            for round_ in range(cfg.paired_rounds + 1):  # round 0 warms up and is not kept
+                for name in rates:
+                    s = BY_NAME[name]
+                    result = run_wrk(server.url + s.path, body_files[s.body], pair.concurrency, cfg.paired_round_s,
+                                     cores, content_type=s.content_type, accept=s.accept, headers=s.headers)
+                    if round_:
+                        rates[name].append(result.req_per_s * s.items)
+            mine, theirs = statistics.median(rates[pair.scenario]), statistics.median(rates[pair.reference])
+            out[pair.scenario] = {"reference": pair.reference, "concurrency": pair.concurrency, "target": pair.target,
+                                  "images_per_s": rates[pair.scenario], "reference_images_per_s": rates[pair.reference],
+                                  "ratio": mine / theirs if theirs else None}
+            cfg.log(f"[bench] paired {pair.scenario} / {pair.reference} c={pair.concurrency}: medians {mine:.0f} / "
+                    f"{theirs:.0f} images/s over {cfg.paired_rounds} alternating rounds of {cfg.paired_round_s:g} s")
+    return out
+
+
 def _add_ratios(rows: list[dict], inprocess: dict) -> None:
-    """ratio = req/s over the floor's at the same concurrency, or images/s over the in-process figure."""
+    """ratio = req/s over the floor's at the same concurrency, images/s over the in-process figure, or images/s over
+    another scenario's at the same concurrency and batching."""
     floor = {(r["scenario"], r["concurrency"]): r for r in rows if r["batching"] == "-"}
+    peers = {(r["scenario"], r["concurrency"], r["batching"]): r for r in rows}
     for row in rows:
         ref = BY_NAME[row["scenario"]].reference
         row["reference"], row["ratio"], row["ref_row"] = ref, None, None
@@ -153,6 +183,11 @@ def _add_ratios(rows: list[dict], inprocess: dict) -> None:
             if f and f["req_per_s"]:
                 row["ratio"] = row["req_per_s"] / f["req_per_s"]
                 row["ref_row"] = {k: f[k] for k in ("req_per_s", "p50_ms", "p99_ms")}
+        elif ref.startswith("scenario:"):
+            peer = peers.get((ref.split(":", 1)[1], row["concurrency"], row["batching"]))
+            if peer and peer["images_per_s"]:
+                row["ratio"] = row["images_per_s"] / peer["images_per_s"]
+                row["ref_row"] = {k: peer[k] for k in ("req_per_s", "images_per_s", "p50_ms", "p99_ms")}
         else:
             _, op, batch = ref.split(":")
             ref_rate = inprocess[op].get(batch)

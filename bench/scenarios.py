@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.bodies import OIP_ENCODE, infer_binary_header
+
 NPY = "application/x-npy"
 JSON = "application/json"
 
@@ -22,7 +24,8 @@ class Scenario:
     content_type: str
     accept: str | None
     items: int  # images (or latents) per request
-    reference: str  # "floor:<floor scenario>" or "inprocess:<encode|decode>:<batch>"
+    reference: str  # "floor:<floor scenario>", "inprocess:<encode|decode>:<batch>" or "scenario:<scenario>"
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request
 
 
 SCENARIOS = [
@@ -36,6 +39,12 @@ SCENARIOS = [
              1024, "inprocess:encode:1024"),
     Scenario("decode-npy-1024", "bulk /decode, 1,024 latents .npy in and out", "/decode", "latents1024_npy", NPY,
              NPY, 1024, "inprocess:decode:1024"),
+    # The Open Inference Protocol (service/oip.py), each against the service's own route doing the same work.
+    Scenario("infer-json", "single-image JSON /v2 infer (vae-encode)", OIP_ENCODE, "infer_image_json", JSON, None, 1,
+             "scenario:encode-json"),
+    Scenario("infer-binary-1024", "bulk /v2 infer, 1,024 uint8 images, binary tensors in and out", OIP_ENCODE,
+             "infer_images1024_binary", "application/octet-stream", None, 1024, "scenario:encode-npy-1024",
+             (("Inference-Header-Content-Length", str(len(infer_binary_header()))),)),
 ]
 # The framework floor (bench/floor.py) with the same JSON bodies as the single-item scenarios.
 FLOORS = [
@@ -46,9 +55,23 @@ FLOORS = [
 BY_NAME = {s.name: s for s in SCENARIOS + FLOORS}
 
 
+@dataclass(frozen=True)
+class Pair:
+    """A protocol scenario and the own-route scenario it must keep up with, measured in alternating rounds on one
+    server (bench.run._paired_protocol), at a concurrency of its own, against a floor on the ratio of images/s."""
+
+    scenario: str
+    reference: str
+    concurrency: int
+    target: float
+
+
+PAIRS = [Pair("infer-json", "encode-json", 64, 0.85), Pair("infer-binary-1024", "encode-npy-1024", 4, 0.90)]
+
+
 def probe(base_url: str, scenario: Scenario, body: bytes, auth: str | None = None) -> str:
     """Sends one request and checks the answer's shape; returns a short description, raises on anything wrong."""
-    headers = {"Content-Type": scenario.content_type}
+    headers = {"Content-Type": scenario.content_type, **dict(scenario.headers)}
     if scenario.accept:
         headers["Accept"] = scenario.accept
     if auth:
@@ -65,9 +88,21 @@ def probe(base_url: str, scenario: Scenario, body: bytes, auth: str | None = Non
         if array.shape[0] != scenario.items or array.dtype != np.float32 or not np.isfinite(array).all():
             raise AssertionError(f"{scenario.name}: got {array.dtype} {array.shape}")
         return f"{content_type.split(';')[0]} {array.dtype} {tuple(array.shape)}"
+    if scenario.path.startswith("/v2/"):
+        return _probe_protocol(scenario, data, r.headers.get("Inference-Header-Content-Length"))
     reply = json.loads(data)
     key = "mean" if scenario.path == "/encode" else "images"
     rows = reply.get(key)
     if not isinstance(rows, list) or len(rows) != scenario.items or "model" not in reply or "version" not in reply:
         raise AssertionError(f"{scenario.name}: unexpected reply keys {sorted(reply)}")
     return f"{reply['model']} v{reply['version']}, {key} {len(rows)}x{len(rows[0])}"
+
+
+def _probe_protocol(scenario: Scenario, data: bytes, header_length: str | None) -> str:
+    """An inference reply's `mean` output, JSON or binary, must have one row per image."""
+    reply = json.loads(data if header_length is None else data[:int(header_length)])
+    mean = next((o for o in reply.get("outputs", []) if o["name"] == "mean"), None)
+    if mean is None or mean["shape"][0] != scenario.items or mean["datatype"] != "FP32":
+        raise AssertionError(f"{scenario.name}: unexpected reply {str(reply)[:200]}")
+    how = "binary" if "parameters" in mean else "JSON"
+    return f"{reply['model_name']} v{reply['model_version']}, mean {mean['shape'][0]}x{mean['shape'][1]} {how}"

@@ -51,7 +51,8 @@ def wrk_path() -> str | None:
 
 def run_wrk(url: str, body: Path, concurrency: int, duration_s: float, cores: CoreSplit,
             content_type: str = "application/json", accept: str | None = None, auth: str | None = None,
-            server_cpu_s=None, script: str = "post.lua", timeout_s: float = 10.0) -> LoadResult:
+            server_cpu_s=None, script: str = "post.lua", timeout_s: float = 10.0,
+            headers: tuple[tuple[str, str], ...] = ()) -> LoadResult:
     """Closed loop: `concurrency` connections, each sending its next request when the last answer arrives.
 
     `server_cpu_s` (a callable giving the server's CPU seconds so far) turns into the server's core utilisation.
@@ -64,7 +65,8 @@ def run_wrk(url: str, body: Path, concurrency: int, duration_s: float, cores: Co
     cmd = [*cores.taskset("load"), exe, "-c", str(concurrency), "-t", str(threads), "-d", f"{seconds}s",
            "--timeout", f"{timeout_s:.0f}s", "-s", str(LUA_DIR / script), url]
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type,
-           "BENCH_ACCEPT": accept or "", "BENCH_AUTH": auth or ""}
+           "BENCH_ACCEPT": accept or "", "BENCH_AUTH": auth or "",
+           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers)}
     cpu0 = server_cpu_s() if server_cpu_s else None
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

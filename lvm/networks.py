@@ -35,6 +35,11 @@ class LatentModel(nn.Module):
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale_tril", torch.eye(latent_dim))
 
+    @property
+    def has_scale(self) -> bool:
+        """Whether `encode` gives a posterior scale (the AE's is None)."""
+        return self.kind != "ae"
+
     def architecture(self) -> dict:
         """The manifest's `architecture` block: everything `lvm.build_model` needs besides the weights."""
         raise NotImplementedError

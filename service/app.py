@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, routes
+from service import errors, oip, routes
 from service.auth import AuthMiddleware, declare_bearer
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
+from service.oip_errors import ProtocolErrorMiddleware
 from service.runtime import freeze_heap, tune_process
 from service.settings import Settings
 from service.state import ServiceState, hook_signals, unhook_signals
@@ -22,7 +23,8 @@ DESCRIPTION = """Probabilistic PCA, an autoencoder and a VAE of MNIST digits, se
 Choose the model and version with `?model=vae&version=3` on every inference endpoint (defaults: the configured
 default model, its highest loaded version). Images go in as JSON (784 numbers in [0, 1], 28 rows of 28, or a base64
 28x28 PNG) or as an `application/x-npy` body; `Accept: image/png` or `application/x-npy` changes what comes back.
-Every error is JSON: `{"detail": ..., "type": ...}`."""
+Every error is JSON: `{"detail": ..., "type": ...}`; under /v2 (the Open Inference Protocol, `<model>-<operation>`
+protocol models) it is the protocol's `{"error": ...}`."""
 
 
 def create_app(settings: Settings | None = None, serving_process: bool = False) -> FastAPI:
@@ -52,7 +54,7 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
     # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=telemetry, routes=routes.router.routes)
+                  telemetry=telemetry, routes=routes.router.routes + oip.router.routes)
     app.state.service = state
     errors.install(app)
     # Added innermost first: metrics sees everything, auth runs before the body limit, which also frees each
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
         app.add_middleware(AuthMiddleware, api_key=settings.api_key)
         declare_bearer(app)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(ProtocolErrorMiddleware)  # outermost: /v2 errors from every layer take the protocol's body
     return app
 
 

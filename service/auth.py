@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Unauthorized, send_error
 
-PUBLIC_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+PUBLIC_PATHS = frozenset(("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"))
 _SCHEME = b"bearer"
 
 

@@ -228,7 +228,11 @@ def read_npy(body: bytes) -> np.ndarray:
 
 def images_from_npy(body: bytes, max_items: int) -> np.ndarray:
     """(N, 784) float32 in [0, 1] from a .npy of shape (N, 28, 28) or (N, 784), uint8 0-255 or float 0-1."""
-    arr = read_npy(body)
+    return images_from_array(read_npy(body), max_items)
+
+
+def images_from_array(arr: np.ndarray, max_items: int) -> np.ndarray:
+    """(N, 784) float32 in [0, 1] from an array of shape (N, 28, 28) or (N, 784), uint8 0-255 or float 0-1."""
     if arr.ndim in (2, 3):
         check_count(len(arr), max_items, "images")
     if arr.dtype == np.uint8:
@@ -240,7 +244,11 @@ def images_from_npy(body: bytes, max_items: int) -> np.ndarray:
 
 def latents_from_npy(body: bytes, latent_dim: int, max_items: int) -> np.ndarray:
     """(N, K) float32 from a float .npy of shape (N, K)."""
-    arr = read_npy(body)
+    return latents_from_array(read_npy(body), latent_dim, max_items)
+
+
+def latents_from_array(arr: np.ndarray, latent_dim: int, max_items: int) -> np.ndarray:
+    """(N, K) float32 from a float array of shape (N, K)."""
     if arr.dtype.kind != "f":
         raise InvalidInput(f"latent arrays must be float32, not {arr.dtype}")
     if arr.ndim == 2:

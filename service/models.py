@@ -93,10 +93,11 @@ class ServedModel:
     version: int = field(init=False)
     kind: str = field(init=False)
     latent_dim: int = field(init=False)
+    has_scale: bool = field(init=False)  # whether encode gives a posterior scale (the AE's is None)
 
     def __post_init__(self) -> None:
         self.name, self.version, self.kind = self.artifact.name, self.artifact.version, self.artifact.kind
-        self.latent_dim = self.model.latent_dim
+        self.latent_dim, self.has_scale = self.model.latent_dim, self.model.has_scale
 
     @classmethod
     def load(cls, artifact: Artifact, placement: Placement) -> ServedModel:

@@ -7,6 +7,7 @@ Each request's noise comes from its own generator seeded before queuing, so batc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -45,16 +46,24 @@ async def _receive(
 ) -> tuple[ServedModel, bytes, str]:
     """The model asked for, the raw body and its format ('json' or 'npy'). 415, 404 and a full queue's 503 come
     before the body is read, the body budget's 503 is decided before it (the body is then dropped as it arrives);
-    408 when it does not arrive in time, 499 when the client hangs up first (service.limits). Callers count themselves as work on its way (`state.activity.arrival()`) only once
-    this returns: a stalled upload must not make the collectors wait for it."""
+    408 when it does not arrive in time, 499 when the client hangs up first (service.limits). Callers count
+    themselves as work on its way (`state.activity.arrival()`) only once this returns: a stalled upload must not
+    make the collectors wait for it."""
     fmt = codecs.body_format(request.headers.get("content-type"))
     if fmt == "npy" and not allow_npy:
         raise UnsupportedMediaType("this endpoint takes a JSON body only")
-    _served(request, state).batchers[op].admit()
-    body = await state.bodies.read(request.scope, request.receive)
+    served, body = await receive(request, lambda: _served(request, state), op)
+    return served, body, fmt
+
+
+async def receive(request: Request, find: Callable[[], ServedModel], op: str) -> tuple[ServedModel, bytes]:
+    """The model `find` names and the raw body; a full queue's 503 comes before the body is read. Shared with the
+    Open Inference Protocol routes (service/oip.py), which find their model by path instead of query."""
+    find().batchers[op].admit()
+    body = await _state(request).bodies.read(request.scope, request.receive)
     # Looked up again: a reload may have swapped versions while the body arrived. From here to the queue nothing
     # awaits, so the version returned is still serving when the rows are queued.
-    return _served(request, state), body, fmt
+    return find(), body
 
 
 def _served(request: Request, state: ServiceState) -> ServedModel:
@@ -241,3 +250,7 @@ for _probe in (healthz, readyz):
             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}})
 async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+# Shared with the Open Inference Protocol routes (service/oip.py): one way to wait for a result and to seed noise.
+result, noise = _result, _noise

@@ -1,5 +1,5 @@
 -- One POST per request with a body prepared once (read from $BENCH_BODY when each thread starts).
--- Headers from $BENCH_CONTENT_TYPE, $BENCH_ACCEPT and $BENCH_AUTH; the URL (path and query) comes from the command
+-- Headers from $BENCH_CONTENT_TYPE, $BENCH_ACCEPT, $BENCH_AUTH and $BENCH_HEADERS; the URL (path and query) comes from the command
 -- line. done() prints one line, "WRKJSON {...}", that bench/wrk.py parses: counts, errors and latency percentiles in
 -- microseconds. wrk counts a response with status >= 400 in errors.status; the API sends no 1xx/3xx to a POST.
 
@@ -17,6 +17,10 @@ local accept = os.getenv("BENCH_ACCEPT")
 if accept and accept ~= "" then wrk.headers["Accept"] = accept end
 local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then wrk.headers["Authorization"] = "Bearer " .. auth end
+-- Any other headers, one "Name: value" a line (e.g. the protocol's Inference-Header-Content-Length).
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+):%s*([^\n]*)") do
+  wrk.headers[name] = value
+end
 
 -- The "WRKJSON {...}" line; overload.lua (which runs this file first) appends its own fields through `extra`.
 function wrk_json(summary, latency, extra)

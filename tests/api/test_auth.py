@@ -47,13 +47,17 @@ async def test_the_key_itself_stays_exact(secured, value):
     assert (await secured.get("/models", headers={"authorization": value})).status_code == 401
 
 
+# The probes (the service's and the protocol's) and /metrics stay open to the platform.
+OPEN = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
+
+
 async def test_openapi_declares_bearer_auth_on_every_guarded_route(secured):
     doc = (await secured.get("/openapi.json", headers={"authorization": f"Bearer {KEY}"})).json()
     assert doc["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer", "description": "the service's API key (LATENTSERVE_API_KEY)"}
     for path, operations in doc["paths"].items():
         for operation in operations.values():
-            expected = None if path in ("/healthz", "/readyz", "/metrics") else [{"bearer": []}]
+            expected = None if path in OPEN else [{"bearer": []}]
             assert operation.get("security") == expected, path
 
 

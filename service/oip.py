@@ -1,0 +1,131 @@
+"""The Open Inference Protocol (KServe v2) REST routes, beside the service's own: the same registry, batchers, body
+reading and input checks (routes.py, codecs.py), with the protocol's names, tensors and error body.
+
+Protocol model `<model>-<operation>` (service/oip_models.py); tensors as JSON or binary (service/oip_tensors.py);
+errors become `{"error": ...}` on /v2 paths (service/oip_errors.py).
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service import codecs, oip_models, oip_tensors, routes
+from service.errors import Unavailable, UnknownModel, UnsupportedMediaType
+from service.models import ServedModel
+from service.oip_schemas import (
+    AUTH_ERRORS,
+    INFER_BODY,
+    INFER_ERRORS,
+    INFER_REPLY,
+    MODEL_ERRORS,
+    NOT_READY,
+    Live,
+    ModelMetadata,
+    ModelReady,
+    Ready,
+    ServerMetadata,
+    path_parameters,
+)
+from service.routing import RequestRoute
+from service.state import ServiceState
+
+router = APIRouter(route_class=RequestRoute, tags=["Open Inference Protocol (KServe v2)"])
+EXTENSIONS = ["binary_tensor_data"]
+_MODEL = "/v2/models/{model_name}"
+_VERSION = "/v2/models/{model_name}/versions/{model_version}"
+
+
+def _state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+def _json(payload: dict) -> Response:
+    return Response(orjson.dumps(payload), media_type=codecs.JSON)
+
+
+def _find(request: Request) -> tuple[ServedModel, str]:
+    """The loaded version a protocol path names, and the operation; 404 for an unknown model, operation or version."""
+    model, op = oip_models.split_name(request.path_params["model_name"])
+    registry = _state(request).registry
+    if registry is None:
+        raise Unavailable("the service is starting", 1)
+    version = request.path_params.get("model_version")
+    if version is not None and not (version.isdigit() and len(version) <= 9):
+        raise UnknownModel(f"version must be a positive integer, got {version[:32]!r}")
+    return registry.get(model, None if version is None else int(version)), op
+
+
+@router.get("/v2", response_model=ServerMetadata, responses=AUTH_ERRORS, summary="Server metadata")
+async def server_metadata(request: Request) -> Response:
+    return _json({"name": request.app.title, "version": request.app.version, "extensions": EXTENSIONS})
+
+
+@router.get("/v2/health/live", response_model=Live, summary="The process is alive")
+async def server_live(request: Request) -> Response:
+    return _json({"live": True})
+
+
+@router.get("/v2/health/ready", response_model=Ready, responses=NOT_READY,
+            summary="200 once models are loaded and warm; 503 before and while draining")
+async def server_ready(request: Request) -> Response:
+    await routes.readyz(request)  # raises the same 503 as /readyz
+    return _json({"ready": True})
+
+
+@router.get(_MODEL, response_model=ModelMetadata, responses=MODEL_ERRORS, summary="Protocol model metadata",
+            openapi_extra={"parameters": path_parameters(False)})
+@router.get(_VERSION, response_model=ModelMetadata, responses=MODEL_ERRORS, summary="Protocol model metadata",
+            openapi_extra={"parameters": path_parameters(True)})
+async def model_metadata(request: Request) -> Response:
+    served, op = _find(request)
+    versions = sorted(_state(request).registry.models[served.name])
+    return _json(oip_models.metadata(request.path_params["model_name"], served, versions, op))
+
+
+@router.get(_MODEL + "/ready", response_model=ModelReady, responses={**MODEL_ERRORS, **NOT_READY},
+            summary="200 when the protocol model is loaded and the service is not draining",
+            openapi_extra={"parameters": path_parameters(False)})
+@router.get(_VERSION + "/ready", response_model=ModelReady, responses={**MODEL_ERRORS, **NOT_READY},
+            summary="200 when the protocol model is loaded and the service is not draining",
+            openapi_extra={"parameters": path_parameters(True)})
+async def model_ready(request: Request) -> Response:
+    _find(request)
+    if _state(request).draining:
+        raise Unavailable("not ready: draining", 1)
+    return _json({"name": request.path_params["model_name"], "ready": True})
+
+
+@router.post(_MODEL + "/infer", responses={**INFER_ERRORS, **INFER_REPLY}, summary="Inference",
+             openapi_extra={**INFER_BODY, "parameters": path_parameters(False)})
+@router.post(_VERSION + "/infer", responses={**INFER_ERRORS, **INFER_REPLY}, summary="Inference",
+             openapi_extra={**INFER_BODY, "parameters": path_parameters(True)})
+async def infer(request: Request) -> Response:
+    state = _state(request)
+    _check_content_type(request.headers.get("content-type"))
+    op = oip_models.split_name(request.path_params["model_name"])[1]
+    served, body = await routes.receive(request, lambda: _find(request)[0], op)
+    with state.activity.arrival():  # only once the body is in (routes._receive says why)
+        infer_request = oip_tensors.parse_request(body, request.headers.get(oip_tensors.HEADER_LENGTH))
+        rows = oip_models.rows(op, served, infer_request, state.settings.max_items_per_request)
+        batcher = served.batchers[op]
+        pendings = batcher.put(rows)
+    arrays = await routes.result(request, batcher, pendings)
+    outputs = oip_models.outputs(op, served, infer_request, arrays)
+    reply, header_length = oip_tensors.render(request.path_params["model_name"], str(served.version),
+                                              infer_request.id, outputs)
+    if header_length is None:
+        return Response(reply, media_type=codecs.JSON)
+    return Response(reply, media_type=oip_tensors.OCTET_STREAM,
+                    headers={oip_tensors.HEADER_LENGTH: str(header_length)})
+
+
+def _check_content_type(content_type: str | None) -> None:
+    """JSON, or JSON followed by binary tensors (tritonclient sends those with no Content-Type at all)."""
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in ("", codecs.JSON, oip_tensors.OCTET_STREAM):
+        raise UnsupportedMediaType(f"content type {media!r} is not supported; send {codecs.JSON} or "
+                                   f"{oip_tensors.OCTET_STREAM}")
