@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, routes
+from service import errors, pages, routes
 from service.auth import AuthMiddleware
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=telemetry, routes=routes.router.routes)
+                  telemetry=telemetry, routes=routes.router.routes + pages.router.routes)
     app.state.service = state
     errors.install(app)
     # Added innermost first: metrics sees everything, auth runs before the body limit.

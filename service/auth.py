@@ -1,5 +1,5 @@
-"""API-key authentication as pure ASGI middleware: with a key set, every path but the probes and /metrics needs
-`Authorization: Bearer <key>`, compared in constant time."""
+"""API-key authentication as pure ASGI middleware: with a key set, every path but the probes, /metrics and the
+explorer page's own files needs `Authorization: Bearer <key>`, compared in constant time."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Unauthorized, send_error
+from service.pages import PAGE_PATHS, STATIC_PREFIX
 
-PUBLIC_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+# The page and its static files hold no data; the page asks for the key and sends it with every API call.
+PUBLIC_PATHS = frozenset(("/healthz", "/readyz", "/metrics")) | PAGE_PATHS
+PUBLIC_PREFIX = STATIC_PREFIX + "/"
 
 
 class AuthMiddleware:
@@ -18,7 +21,7 @@ class AuthMiddleware:
         self._expected = b"Bearer " + api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS and not self._authorized(scope):
+        if scope["type"] == "http" and not _public(scope["path"]) and not self._authorized(scope):
             await send_error(send, Unauthorized())
             return
         await self.app(scope, receive, send)
@@ -28,3 +31,7 @@ class AuthMiddleware:
             if name == b"authorization":
                 return hmac.compare_digest(value, self._expected)
         return False
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
