@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 MNIST_DIR ?=
 EPOCHS_FLAG :=
 
-.PHONY: install serve test test-fast train bench bench-smoke soak soak-smoke lint-deploy clean
+.PHONY: install serve test test-fast train bench bench-smoke soak soak-smoke lint-deploy clean screenshot
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ train: $(STAMP)
 	$(PY) -m training fit --kind ppca --name pca --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind ae   --name ae  --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind vae  --name vae --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
+
+# docs/img/explorer.png: the explorer page over the committed artifacts, in headless Chromium (apt: chromium
+# chromium-driver).
+screenshot: $(STAMP)
+	$(PY) -m tests.browser.screenshot docs/img/explorer.png
 
 # The container and Kubernetes checks alone (hadolint, Compose schema, Kubernetes schemas).
 lint-deploy: $(STAMP)

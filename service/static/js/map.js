@@ -29,6 +29,7 @@ export class LatentMap {
     this.labels = labels;
     this.sd = sd.slice(0, SD_POINTS);
     this._densityCache = null;
+    this._baseKey = null;
     this.home = points.length ? this._fit(points) : { cx: 0, cy: 0, scale: this.canvas.width / 7 };
     this.resetView();
   }
@@ -76,22 +77,35 @@ export class LatentMap {
     return this._densityCache.value;
   }
 
+  // The points, ellipses and contours change only with the data or the view: they are drawn once into `base`, and
+  // each pointer move only copies it and adds the marks.
   draw() {
     const { ctx, canvas } = this;
+    const key = JSON.stringify([this.view, this.options]);
+    if (this._baseKey !== key) {
+      this._baseKey = key;
+      this._drawBase();
+    }
+    ctx.drawImage(this._base, 0, 0);
+    this._marks();
+  }
+
+  _drawBase() {
+    this._base ??= document.createElement("canvas");
+    Object.assign(this._base, { width: this.canvas.width, height: this.canvas.height });
+    const ctx = this._base.getContext("2d");
     ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    this._axes();
-    if (this.options.density) this.drawContours(ctx, this.bounds(), canvas.width, canvas.height);
+    ctx.fillRect(0, 0, this._base.width, this._base.height);
+    this._axes(ctx);
+    if (this.options.density) this.drawContours(ctx, this.bounds(), this._base.width, this._base.height);
     for (let i = 0; i < this.labels.length; i++) {
       const [x, y] = this.toScreen(this.points[2 * i], this.points[2 * i + 1]);
       ctx.fillStyle = PALETTE[this.labels[i]];
       ctx.fillRect(Math.round(x) - 1, Math.round(y) - 1, 3, 3);  // integer squares: exact palette colours
     }
     if (this.options.sd) {
-      ctx.lineWidth = 1;
-      for (const s of this.sd) this._ellipse(s.u, s.v, s.e, 1, PALETTE[s.label] + "cc");
+      for (const s of this.sd) this._ellipse(ctx, s.u, s.v, s.e, 1, PALETTE[s.label] + "cc");
     }
-    this._marks();
   }
 
   // Density contours of the view's points into a width x height drawing area; also used by the manifold panel.
@@ -113,9 +127,8 @@ export class LatentMap {
     ctx.restore();
   }
 
-  _ellipse(u, v, e, k, color, width = 1) {
+  _ellipse(ctx, u, v, e, k, color, width = 1) {
     const [x, y] = this.toScreen(u, v);
-    const { ctx } = this;
     ctx.strokeStyle = color;
     ctx.lineWidth = width;
     ctx.beginPath();
@@ -151,8 +164,8 @@ export class LatentMap {
     }
     if (drawn) {
       if (drawn.e) {
-        this._ellipse(drawn.u, drawn.v, drawn.e, 1, "#111", 2.5);
-        this._ellipse(drawn.u, drawn.v, drawn.e, 2, "#111", 1.5);
+        this._ellipse(ctx, drawn.u, drawn.v, drawn.e, 1, "#111", 2.5);
+        this._ellipse(ctx, drawn.u, drawn.v, drawn.e, 2, "#111", 1.5);
       }
       const [x, y] = this.toScreen(drawn.u, drawn.v);
       ctx.fillStyle = "#E69F00";
@@ -171,8 +184,8 @@ export class LatentMap {
     }
   }
 
-  _axes() {
-    const { ctx, canvas } = this;
+  _axes(ctx) {
+    const { canvas } = this;
     const { x0, x1, y0, y1 } = this.bounds();
     const step = niceStep((x1 - x0) / 8);
     ctx.font = "11px system-ui";
