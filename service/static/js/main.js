@@ -1,8 +1,9 @@
 // The explorer page: wires the API (api.js), the map (map.js), its maths (geometry.js) and pixels (images.js).
-import { ApiError, LatestDecoder, getBlobUrl, getJson, getKey, postJson, postPng, query, setKey } from "./api.js";
+import { ApiError, LatestDecoder, getJson, getKey, postJson, postPng, query, setKey } from "./api.js";
 import { ellipse, makeProjection, project, projectedCovariance, unproject } from "./geometry.js";
 import { drawGrey, drawSigned, drawingPad, loadPng, newCanvas, toMnist } from "./images.js";
 import { LatentMap, PALETTE } from "./map.js";
+import { components, loadReport } from "./panels.js";
 
 const $ = (id) => document.getElementById(id);
 const GRID = 12;  // manifold cells per side
@@ -91,7 +92,8 @@ async function selectVersion() {
   Object.assign(map.marks, { a: null, b: null, drawn: null });
   $("model-info").textContent = `${model.kind}, latent dimension ${model.latent_dim}`;
   $("pca-section").hidden = model.kind !== "ppca";
-  await Promise.all([loadEmbedding(), loadReport(), sample(), model.kind === "ppca" ? components() : null]);
+  await Promise.all([loadEmbedding(), loadReport(state.target, busy, showError), sample(),
+    model.kind === "ppca" ? components(state.target, busy, showError) : null]);
   decoder.request(state.target, unproject(state.projection, [map.view.cx, map.view.cy]));
 }
 
@@ -194,58 +196,6 @@ async function sample(event) {
     $("samples").setAttribute("aria-label", `${SAMPLES} images decoded from draws of the prior, seed ${text || "random"}`);
   } catch (err) {
     showError("Sampling", err);
-  }
-}
-
-async function components() {
-  const { model, version, k } = state.target;
-  const latents = [new Array(k).fill(0), ...Array.from({ length: k }, (_, i) => Array.from({ length: k }, (_, j) => +(i === j)))];
-  try {
-    const { images } = await busy("pca-section", () => postJson(`/decode${query(model, version)}`, { latents }));
-    const diffs = images.slice(1).map((img) => img.map((x, i) => x - images[0][i]));
-    const limit = Math.max(...diffs.flat().map(Math.abs));
-    $("components").replaceChildren(...diffs.map((d, i) => {
-      const figure = document.createElement("figure"), canvas = newCanvas(`principal component ${i + 1}`);
-      drawSigned(canvas, d, limit);
-      const caption = document.createElement("figcaption");
-      caption.textContent = `component ${i + 1}`;
-      figure.append(canvas, caption);
-      return figure;
-    }));
-  } catch (err) {
-    showError("Decoding the components", err);
-  }
-}
-
-async function loadReport() {
-  const { model, version } = state.target;
-  try {
-    const detail = await busy("report-section", () => getJson(`/models/${model}`));
-    const manifest = detail.versions.find((m) => m.version === version);
-    const rows = Object.entries(manifest.metrics).map(([key, value]) => {
-      const tr = document.createElement("tr"), th = document.createElement("th"), td = document.createElement("td");
-      th.textContent = key;
-      td.textContent = typeof value === "number" ? Number(value.toPrecision(6)).toString() : JSON.stringify(value);
-      td.className = "num";
-      tr.append(th, td);
-      return tr;
-    });
-    const table = document.createElement("table"), note = document.createElement("p");
-    table.append(...rows);
-    note.className = "muted";
-    const from = manifest.derived_from;
-    note.textContent = from ? `Derived from version ${from.version}: ${from.reason}.` : `Trained ${manifest.created_at}.`;
-    const files = Object.keys(manifest.files).filter((f) => f.startsWith("report/")).map((f) => f.slice(7));
-    const images = await Promise.all(files.map(async (file) => {
-      const img = document.createElement("img");
-      img.alt = `${model}/${version} report: ${file.replace(".png", "")} plot`;
-      img.src = await getBlobUrl(`/models/${model}/versions/${version}/report/${file}`);
-      return img;
-    }));
-    $("metrics").replaceChildren(note, table);
-    $("report").replaceChildren(...images);
-  } catch (err) {
-    showError("Loading the report", err);
   }
 }
 
