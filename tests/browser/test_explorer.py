@@ -10,8 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lvm.embedding import read_embedding
 from lvm.artifact import read_manifest
+from lvm.embedding import read_embedding
 from tests.browser.browser import chrome, draw_stroke, hover, missing, page_ready, severe_console_errors, wait_for
 from tests.factories import write
 from tests.helpers import ROOT
