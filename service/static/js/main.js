@@ -40,10 +40,12 @@ const map = new LatentMap($("map"), {
 });
 
 const stats = { completions: [], drags: [] };
-const decoder = new LatestDecoder((bitmap, z) => {
+const previewTile = newCanvas("");
+const decoder = new LatestDecoder((pixels, z) => {
+  drawGrey(previewTile, pixels);
   const ctx = $("preview").getContext("2d");
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(bitmap, 0, 0, 280, 280);
+  ctx.drawImage(previewTile, 0, 0, 280, 280);
   $("preview").setAttribute("aria-label", `The image decoded at z = [${z.map((x) => x.toFixed(2)).join(", ")}]`);
   $("preview-z").textContent = `z = [${z.map((x) => x.toFixed(3)).join(", ")}]`;
   const now = performance.now();
