@@ -97,6 +97,9 @@ async function selectVersion() {
   await Promise.all([loadEmbedding(), loadReport(state.target, busy, showError), sample(),
     model.kind === "ppca" ? components(state.target, busy, showError) : null]);
   decoder.request(state.target, unproject(state.projection, [map.view.cx, map.view.cy]));
+  const strip = $("interp");
+  strip.getContext("2d").clearRect(0, 0, strip.width, strip.height);
+  encodeDrawing();  // the pad's digit through the newly chosen model (nothing when the pad is empty)
 }
 
 async function loadEmbedding() {
