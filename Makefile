@@ -12,7 +12,7 @@ EPOCHS_FLAG :=
 LOCK   := $(VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --native-tls --python-version 3.11 \
           --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock'
 
-.PHONY: install serve test test-fast train bench bench-smoke soak soak-smoke lint-deploy image-check lock clean
+.PHONY: install serve test test-fast train bench bench-smoke soak soak-smoke lint-deploy image-check lock clean screenshot
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ train: $(STAMP)
 	$(PY) -m training fit --kind ppca --name pca --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind ae   --name ae  --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind vae  --name vae --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
+
+# docs/img/explorer.png: the explorer page over the committed artifacts, in headless Chromium (apt: chromium
+# chromium-driver).
+screenshot: $(STAMP)
+	$(PY) -m tests.browser.screenshot docs/img/explorer.png
 
 # The container and Kubernetes checks alone (hadolint, Compose schema, Kubernetes schemas).
 lint-deploy: $(STAMP)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, oip, routes
+from service import errors, oip, pages, routes
 from service.auth import AuthMiddleware, declare_bearer
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
     # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=telemetry, routes=routes.router.routes + oip.router.routes)
+                  telemetry=telemetry, routes=routes.router.routes + oip.router.routes + pages.router.routes)
     app.state.service = state
     errors.install(app)
     # Added innermost first: metrics sees everything, auth runs before the body limit, which also frees each

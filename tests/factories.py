@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import lvm
+from lvm.embedding import compute_embedding, write_embedding
 from lvm.networks import INPUT_DIM, MLPModel, PPCA
 
 LATENT_DIM = 2
@@ -38,10 +39,21 @@ def mlp(kind: str, seed: int = 0) -> MLPModel:
     return MLPModel(kind, LATENT_DIM, HIDDEN)
 
 
-def write(root: Path, name: str, kind: str, seed: int = 0) -> Path:
-    """Writes the next version of `name` (a random model of `kind`) under root and returns its folder."""
+def write(root: Path, name: str, kind: str, seed: int = 0, embedding: int = 0) -> Path:
+    """Writes the next version of `name` (a random model of `kind`) under root and returns its folder; with
+    `embedding` > 0, an embedding of that many of `embedding_images` goes with it."""
     model = ppca(seed) if kind == "ppca" else mlp(kind, seed)
-    return lvm.write_artifact(root, name, model, manifest())
+
+    def extras(folder: Path) -> None:
+        write_embedding(folder, compute_embedding(model, *embedding_images(embedding)))
+
+    return lvm.write_artifact(root, name, model, manifest(),
+                              extras if embedding else None)
+
+
+def embedding_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random images (n, 784) in [0, 1] and their labels 0, 1, ..., 9, 0, ... for test embeddings."""
+    return torch.rand(n, INPUT_DIM, generator=torch.Generator().manual_seed(n)), torch.arange(n) % 10
 
 
 def write_defaults(root: Path) -> Path:

@@ -1,5 +1,7 @@
 """`python -m training fit ...` trains one model and prints the new artifact's path (the last line of stdout);
-`python -m training evaluate PATH` recomputes its test figures and prints them as JSON. Progress goes to stderr.
+`python -m training evaluate PATH` recomputes its test figures and prints them as JSON; `python -m training derive
+PATH` writes a new version with the same weights plus the test-set embedding (training/derive.py). Progress goes to
+stderr.
 Bad input or data ends in one line on stderr and exit status 2, never a traceback."""
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", type=Path)
     evaluate.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
     evaluate.add_argument("--test-images", type=int, help="use only the first N test images")
+    derive = commands.add_parser("derive", help="a new version with the same weights, the embedding and a new report")
+    derive.add_argument("path", type=Path)
+    derive.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
+    derive.add_argument("--artifacts-dir", type=Path, help="where to write (default: the source's own root)")
     return parser
 
 
@@ -67,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             path = pipeline.fit_and_export(args.kind, config, args.data_dir, args.artifacts_dir,
                                            args.name or DEFAULT_NAMES[args.kind])
             print(path)
+        elif args.command == "derive":
+            from training.derive import derive
+
+            print(derive(args.path, args.data_dir, args.artifacts_dir))
         else:
             if args.test_images is not None and args.test_images < 1:
                 raise ValueError(f"--test-images must be at least 1, got {args.test_images}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 import lvm
+from lvm.embedding import compute_embedding, write_embedding
 from lvm.networks import LatentModel
 from training.config import AEConfig, PPCAConfig
 from training.data import MNIST, load_mnist
@@ -81,7 +82,8 @@ def export(run: Run, data: MNIST, metrics: dict, artifacts_dir: Path, name: str)
     }
 
     def write_extras(folder: Path) -> None:
-        write_report(run.model, data.test.x, data.test.y, folder / "report")
+        write_report(run.model, data.test.x, data.test.y, folder / "report", name)
+        write_embedding(folder, compute_embedding(run.model, data.test.x, data.test.y))
 
     return lvm.write_artifact(Path(artifacts_dir), name, run.model, manifest, write_extras)
 

@@ -1,0 +1,35 @@
+"""The report PNGs of an artifact (report/<file>.png): their names, one list for the writer and the service, and a
+reader that checks each against the manifest's SHA-256. Names come from this list, never from a request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lvm.artifact import ArtifactError, sha256_file
+
+REPORT_DIR = "report"
+# What each picture shows; the manifold exists for 2-D models only.
+REPORT_FILES = {
+    "latent.png": "the test set's posterior means, coloured by digit",
+    "reconstructions.png": "test images and their reconstructions from the posterior mean",
+    "samples.png": "images decoded from draws of the prior",
+    "manifold.png": "the decoded latent grid (2-D models)",
+}
+
+
+def report_files(manifest: dict) -> list[str]:
+    """The report PNGs this artifact has, in REPORT_FILES order."""
+    listed = manifest.get("files", {})
+    return [name for name in REPORT_FILES if f"{REPORT_DIR}/{name}" in listed]
+
+
+def read_report(path: Path, manifest: dict, name: str) -> bytes:
+    """The bytes of report/<name>; raises KeyError for a name outside REPORT_FILES or absent from this artifact, and
+    ArtifactError when the file fails its SHA-256 check."""
+    if name not in report_files(manifest):
+        raise KeyError(name)
+    rel = f"{REPORT_DIR}/{name}"
+    file = Path(path) / REPORT_DIR / name
+    if not file.is_file() or sha256_file(file) != manifest["files"][rel]:
+        raise ArtifactError(f"{path}: {rel} is missing or fails its SHA-256 check")
+    return file.read_bytes()
