@@ -124,14 +124,15 @@ async def bulk_npy_client(client: httpx.AsyncClient, auth: dict, deadline: float
         stats.record("bulk .npy", status, {200, 503})
 
 
-class HostileArtifacts:
-    """Before a reload, drops one hostile thing into the scratch artifacts, or removes it again: a copy of the newest
-    vae under a folder named '²' (a non-ASCII digit), or a version whose manifest says latent_dim 30000."""
+class VersionDrops:
+    """Each call adds a version folder to the scratch artifacts' vae (made by `_add` from the newest one), or removes
+    the one it added last time: what the soak does between reloads."""
+
+    label = "vae"
 
     def __init__(self, root: Path) -> None:
         self.vae = root / "vae"
         self.added: Path | None = None
-        self.turn = 0
 
     def step(self) -> str:
         if self.added is not None:
@@ -139,7 +140,25 @@ class HostileArtifacts:
             done, self.added = f"removed vae/{self.added.name}", None
             return done
         versions = sorted(int(p.name) for p in self.vae.iterdir() if p.name.isascii() and p.name.isdigit())
-        src = self.vae / str(versions[-1])
+        self.added = self._add(versions[-1])
+        return f"added {self.label}/{self.added.name}"
+
+    def _add(self, newest: int) -> Path:
+        raise NotImplementedError
+
+
+class HostileArtifacts(VersionDrops):
+    """Before a reload, drops one hostile thing into the scratch artifacts, or removes it again: a copy of the newest
+    vae under a folder named '²' (a non-ASCII digit), or a version whose manifest says latent_dim 30000."""
+
+    label = "hostile vae"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.turn = 0
+
+    def _add(self, newest: int) -> Path:
+        src = self.vae / str(newest)
         self.turn += 1
         if self.turn % 2:
             dst = self.vae / "²"
@@ -150,8 +169,7 @@ class HostileArtifacts:
             manifest = json.loads((dst / "manifest.json").read_text())
             manifest.update(version=900, latent_dim=30000)
             (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        self.added = dst
-        return f"added hostile vae/{dst.name}"
+        return dst
 
 
 def metrics_5xx(text: str) -> Counter:

@@ -43,28 +43,18 @@ def _stage_artifacts(source: Path, folder: Path) -> Path:
     return folder
 
 
-class Rotation:
+class Rotation(edges.VersionDrops):
     """Each call adds a copy of the newest vae as the next version, or removes the copy it added last time."""
 
-    def __init__(self, root: Path) -> None:
-        self.vae = root / "vae"
-        self.added: Path | None = None
-
-    def step(self) -> str:
-        if self.added is not None:
-            shutil.rmtree(self.added)
-            done, self.added = f"removed vae/{self.added.name}", None
-            return done
-        versions = sorted(int(p.name) for p in self.vae.iterdir() if p.name.isascii() and p.name.isdigit())
-        src, dst = self.vae / str(versions[-1]), self.vae / str(versions[-1] + 1)
+    def _add(self, newest: int) -> Path:
+        src, dst = self.vae / str(newest), self.vae / str(newest + 1)
         tmp = self.vae / f".tmp-soak-{dst.name}"
         shutil.copytree(src, tmp)
         manifest = json.loads((tmp / "manifest.json").read_text())
         manifest["version"] = int(dst.name)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         os.rename(tmp, dst)
-        self.added = dst
-        return f"added vae/{dst.name}"
+        return dst
 
 
 def _budget_shed(r: httpx.Response) -> bool:
