@@ -22,11 +22,18 @@ def has_model(root: Path, name: str = "vae") -> bool:
 def ensure(root: Path, scratch: Path) -> tuple[Path, str]:
     """(artifacts folder to serve, a sentence saying what it holds)."""
     if has_model(root):
-        return root, f"committed artifacts in {root}"
+        return root, f"committed artifacts in {_shown(root)}"
     if not has_model(scratch):
         for name, model in _random_models().items():
             write_artifact(scratch, name, model, _MANIFEST)
-    return scratch, f"random-init stand-ins in {scratch} ({root} holds no vae yet)"
+    return scratch, f"random-init stand-ins ({_shown(root)} holds no vae yet)"
+
+
+def _shown(path: Path) -> str:
+    """The folder relative to the repository, so that no machine's absolute path lands in BENCHMARKS.md."""
+    repo = Path(__file__).resolve().parent.parent
+    resolved = Path(path).resolve()
+    return resolved.relative_to(repo).as_posix() if resolved.is_relative_to(repo) else resolved.name
 
 
 def _random_models() -> dict[str, LatentModel]:
