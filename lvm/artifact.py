@@ -157,7 +157,9 @@ def write_artifact(
     with staging_folder(name_dir) as tmp:
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # The header carries the architecture too: the loader refuses a manifest edited to say something else.
-        metadata = {"format_version": str(FORMAT_VERSION), "architecture": json.dumps(architecture, sort_keys=True)}
+        # One key only: safetensors writes its header's metadata in hash-map order, so two keys would give two
+        # processes different bytes for the same weights (and a derived version a different SHA-256).
+        metadata = {"architecture": json.dumps(architecture, sort_keys=True)}
         safetensors.torch.save_file(tensors, tmp / WEIGHTS_FILE, metadata=metadata)
         if write_extras is not None:
             write_extras(tmp)

@@ -4,7 +4,7 @@
         mean   float32 (N, K)  posterior means E[z|x] of the test images, in test-set order
         scale  float32 (N, K)  posterior standard deviations; absent for models without one (the AE)
         label  uint8   (N,)    the digit of each image, 0-9
-        metadata: {"images": "mnist test set", "count": "N"}
+        metadata: {"images": "mnist test set"} (one key: safetensors orders several at random, and the bytes with them)
 
 The file is listed with its SHA-256 in the manifest's `files` like every other file; an artifact without it still
 serves (the embedding is optional). No pickle: safetensors only.
@@ -61,7 +61,7 @@ def write_embedding(folder: Path, embedding: Embedding, images: str = "mnist tes
     if embedding.scale is not None:
         tensors["scale"] = np.ascontiguousarray(embedding.scale, np.float32)
     path = Path(folder) / EMBEDDING_FILE
-    safetensors.numpy.save_file(tensors, path, metadata={"images": images, "count": str(len(embedding.label))})
+    safetensors.numpy.save_file(tensors, path, metadata={"images": images})
     return path
 
 
