@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from service import codecs
 from service.errors import InvalidInput
 
 HEADER_LENGTH = "inference-header-content-length"  # the JSON header's size when a binary tail follows
@@ -48,12 +49,7 @@ class InferRequest:
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """The request in `body`; `header_length` is the Inference-Header-Content-Length header (None: all JSON)."""
     header, tail = _split(body, header_length)
-    try:
-        obj = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the inference request is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidInput("the inference request must be a JSON object")
+    obj = codecs.load_json(header)
     request_id = obj.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
