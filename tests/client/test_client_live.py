@@ -135,12 +135,16 @@ def test_large_inputs_are_split_at_the_limit_learned_from_a_413(api_with_client,
 
 
 def test_a_split_seeded_sample_repeats_part_by_part(api):
+    # The parts travel concurrently and may share a batch, and a matrix product over more rows can round the last
+    # bit differently: the same noise gives the same digits to float tolerance, not bit for bit.
+    same = functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6)
     whole = api("sample", 100, seed=7)  # 64 + 36 with seeds 7 and 8
     assert whole.shape == (100, 28, 28)
-    np.testing.assert_array_equal(whole[:64], api("sample", 64, seed=7))
-    np.testing.assert_array_equal(whole[64:], api("sample", 36, seed=8))
+    same(whole[:64], api("sample", 64, seed=7))
+    same(whole[64:], api("sample", 36, seed=8))
     parts = api("reconstruct", MANY_U8, True, 1)
-    np.testing.assert_array_equal(parts[64:128], api("reconstruct", MANY_U8[64:128], True, 2))
+    same(parts[64:128], api("reconstruct", MANY_U8[64:128], True, 2))
+    assert not np.allclose(parts[64:128], api("reconstruct", MANY_U8[64:128], True, 1))  # the part's own seed
 
 
 def test_version_pinning_per_client_and_per_call(api, live):
