@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+import lvm
 from service import codecs, oip_models, oip_tensors, routes
 from service.errors import Unavailable, UnknownModel, UnsupportedMediaType
 from service.models import ServedModel
@@ -51,10 +52,11 @@ def _find(request: Request) -> tuple[ServedModel, str]:
     registry = _state(request).registry
     if registry is None:
         raise Unavailable("the service is starting", 1)
-    version = request.path_params.get("model_version")
-    if version is not None and not (version.isdigit() and len(version) <= 9):
-        raise UnknownModel(f"version must be a positive integer, got {version[:32]!r}")
-    return registry.get(model, None if version is None else int(version)), op
+    text = request.path_params.get("model_version")
+    version = None if text is None else lvm.parse_version(text)
+    if text is not None and version is None:  # a path names a resource: no such version, 404 (a query value is 422)
+        raise UnknownModel(f"version must be a positive integer in ASCII digits, got {text[:32]!r}")
+    return registry.get(model, version), op
 
 
 @router.get("/v2", response_model=ServerMetadata, responses=AUTH_ERRORS, summary="Server metadata")

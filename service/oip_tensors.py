@@ -68,9 +68,10 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.strip().isdigit():
+    text = header_length.strip()
+    if not (text.isascii() and text.isdigit()):  # headers arrive as latin-1: "²" is a digit to str.isdigit
         raise InvalidInput(f"Inference-Header-Content-Length must be a byte count, got {header_length[:32]!r}")
-    n = int(header_length)
+    n = int(text)
     if n > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length is {n}, but the body has only {len(body)} bytes")
     return body[:n], memoryview(body)[n:]

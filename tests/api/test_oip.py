@@ -204,6 +204,10 @@ BAD = {
     "empty model name": ("-encode", _body(), {}, 404),
     "unknown version": ("vae-encode/versions/9", _body(), {}, 404),
     "non-numeric version": ("vae-encode/versions/latest", _body(), {}, 404),
+    # Versions are ASCII [1-9][0-9]*, as the folders are named: not int()'s wider idea of a digit.
+    "superscript version": ("vae-encode/versions/²", _body(), {}, 404),
+    "Arabic-Indic version": ("vae-encode/versions/١", _body(), {}, 404),
+    "zero-padded version": ("vae-encode/versions/01", _body(), {}, 404),
     "unknown output": ("vae-encode", {**_body(), "outputs": [{"name": "images"}]}, {}, 422),
     "unknown input": ("vae-encode", {"inputs": [tensor("pixels", IMAGES[:1])]}, {}, 422),
     "missing input": ("vae-encode", {"inputs": []}, {}, 422),
@@ -229,6 +233,7 @@ BAD = {
     "count zero": ("vae-sample", {"inputs": [], "parameters": {"count": 0}}, {}, 422),
     "seed twice": ("vae-sample", {"inputs": [tensor("seed", np.array([1]), "INT64")], "parameters": {"seed": 1}}, {},
                    422),
+    "superscript header length": ("vae-encode", HEADER_1 + bytes(3136), {HEADER_LENGTH: "²".encode("latin-1")}, 422),
     "binary size not adding up": ("vae-encode", HEADER_1 + bytes(3000), {HEADER_LENGTH: str(len(HEADER_1))}, 422),
     "binary tail longer than sizes": ("vae-encode", HEADER_1 + bytes(4000), {HEADER_LENGTH: str(len(HEADER_1))}, 422),
     "binary size not the shape's": ("vae-encode", HEADER_1.replace(b"3136", b"3132") + bytes(3132),

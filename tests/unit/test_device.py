@@ -21,7 +21,7 @@ def test_auto_picks_cuda_only_when_available():
 @pytest.mark.parametrize(
     "spec, available, message",
     [("cuda", False, "not available"), ("cuda:0", False, "not available"), ("cuda:3", True, "only 2"),
-     ("cuda:x", True, "cuda:N"), ("tpu", True, "unknown device")],
+     ("cuda:x", True, "cuda:N"), ("cuda:²", True, "cuda:N"), ("tpu", True, "unknown device")],
 )
 def test_unusable_devices_are_refused_with_a_clear_message(spec, available, message):
     with pytest.raises(DeviceError, match=message):
