@@ -1,8 +1,10 @@
 """The mixed-workload and bulk-memory figures of issue 9, each against its own pinned uvicorn process.
 
-- mixed: 16 wrk connections send 1,024-image uint8 .npy bodies to /encode, alone and then with one more connection
-  sending single-image JSON /encode, in alternating rounds (drift on a shared machine hits both alike). Targets:
-  the single image's p50 < 50 ms under bulk, bulk images/s with it >= 0.9 x without it.
+- mixed: 16 wrk connections send 1,024-image uint8 .npy bodies to /encode, alone, then with one more connection
+  sending single-image JSON /encode, then (the control) with GET /healthz paced at the rate the single-image client
+  just reached, in alternating rounds (drift on a shared machine hits all three alike). Targets: the single image's
+  p50 < 50 ms under bulk, bulk images/s with it >= 0.9 x without it. The control touches no queue and no model: what
+  it costs the bulk clients is what any request at that rate costs the server's cores, whatever the batching order.
 - bulk memory: 96 concurrent ~15 MiB JSON /encode bodies (1,024 images each) at once, server RSS sampled every
   50 ms. Targets: RSS grows by < 1 GiB, every answer 200 or 503; RSS a few seconds after the burst is reported too.
 """
@@ -11,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,33 +34,83 @@ BULK_CLIENTS = 16
 BURST = 96
 
 
+@dataclass
+class Paced:
+    """What an open-loop client measured: answers per second, median latency, and failures (non-2xx or errors)."""
+
+    req_per_s: float
+    p50_ms: float
+    errors: int
+
+
+def paced(url: str, rate: float, seconds: float, cores) -> Paced:
+    """GET `url` at `rate` requests/s for `seconds` on one keep-alive connection, on the load generator's cores: each
+    request leaves at its scheduled time, or at once when the last answer came later than that."""
+    if cores.pinned:
+        os.sched_setaffinity(0, cores.load)  # this thread only
+    latencies, errors = [], 0
+    with httpx.Client(timeout=10) as client:
+        start = time.monotonic()
+        sent = 0
+        while (now := time.monotonic()) - start < seconds:
+            wait = start + sent / rate - now
+            if wait > 0:
+                time.sleep(wait)
+            t0 = time.monotonic()
+            try:
+                errors += not client.get(url).is_success
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.monotonic() - t0)
+            sent += 1
+        elapsed = time.monotonic() - start
+    return Paced(len(latencies) / elapsed, 1000 * statistics.median(latencies) if latencies else 0.0, errors)
+
+
+def _beside(task) -> tuple[threading.Thread, dict]:
+    """Runs task() in a thread started now; its result lands in the dict under "result"."""
+    side: dict = {}
+    thread = threading.Thread(target=lambda: side.update(result=task()))
+    thread.start()
+    return thread, side
+
+
 def mixed(served: Path, cores, files: dict[str, Path], rounds: int, round_s: float, env: dict, log) -> dict:
-    """Medians over `rounds` alternating rounds of bulk alone and bulk + one single-image client."""
-    alone, together, single = [], [], []
+    """Medians over `rounds` alternating rounds of bulk alone, bulk + one single-image client, and bulk + the control
+    (GET /healthz paced at the single-image client's rate in the same round)."""
+    alone, together, single, control, probes = [], [], [], [], []
     with Server("service.app:app", cores, env={"LATENTSERVE_ARTIFACTS_DIR": str(served), **env}) as server:
         url = server.url + "/encode"
         run_wrk(url, files["images1024_npy"], BULK_CLIENTS, 2, cores, content_type=NPY)  # warm-up, not kept
         for r in range(rounds):
             bulk = run_wrk(url, files["images1024_npy"], BULK_CLIENTS, round_s, cores, content_type=NPY)
             alone.append(bulk.req_per_s * bodies.N_BULK)
-            side: dict = {}
-            thread = threading.Thread(target=lambda side=side: side.update(result=run_wrk(
-                url, files["image_json"], 1, round_s, cores, content_type=JSON)))
-            thread.start()
+            thread, side = _beside(lambda: run_wrk(url, files["image_json"], 1, round_s, cores, content_type=JSON))
             bulk = run_wrk(url, files["images1024_npy"], BULK_CLIENTS, round_s, cores, content_type=NPY)
             thread.join()
             together.append(bulk.req_per_s * bodies.N_BULK)
             single.append(side["result"])
+            rate = max(single[-1].req_per_s, 1.0)
+            thread, side = _beside(lambda rate=rate: paced(server.url + "/healthz", rate, round_s, cores))
+            bulk = run_wrk(url, files["images1024_npy"], BULK_CLIENTS, round_s, cores, content_type=NPY)
+            thread.join()
+            control.append(bulk.req_per_s * bodies.N_BULK)
+            probes.append(side["result"])
             log(f"[mixed] round {r + 1}: bulk alone {alone[-1]:,.0f} images/s, with a single-image client "
                 f"{together[-1]:,.0f} images/s; single image p50 {single[-1].p50_ms:.1f} ms p99 "
-                f"{single[-1].p99_ms:.1f} ms ({single[-1].req_per_s:.0f} req/s)")
-    errors = sum(s.errors for s in single)
+                f"{single[-1].p99_ms:.1f} ms ({single[-1].req_per_s:.0f} req/s); with GET /healthz at "
+                f"{probes[-1].req_per_s:.0f} req/s {control[-1]:,.0f} images/s")
     return {"rounds": rounds, "round_s": round_s, "bulk_alone_images_per_s": statistics.median(alone),
             "bulk_mixed_images_per_s": statistics.median(together),
+            "bulk_control_images_per_s": statistics.median(control),
             "single_p50_ms": statistics.median(s.p50_ms for s in single),
             "single_p99_ms": statistics.median(s.p99_ms for s in single),
-            "single_req_per_s": statistics.median(s.req_per_s for s in single), "single_errors": errors,
-            "per_round": {"alone": alone, "mixed": together, "single_p50_ms": [s.p50_ms for s in single]}}
+            "single_req_per_s": statistics.median(s.req_per_s for s in single),
+            "single_errors": sum(s.errors for s in single),
+            "control_req_per_s": statistics.median(p.req_per_s for p in probes),
+            "control_errors": sum(p.errors for p in probes),
+            "per_round": {"alone": alone, "mixed": together, "control": control,
+                          "single_p50_ms": [s.p50_ms for s in single]}}
 
 
 def burst(served: Path, cores, body: bytes, env: dict, log, label: str) -> dict:
@@ -170,7 +224,9 @@ def markdown(result: dict) -> str:
 def _mixed_lines(mc: dict) -> list[str]:
     return [
         f"- Mixed: {BULK_CLIENTS} wrk connections of 1,024-image uint8 .npy /encode, alone and with one more "
-        f"connection of single-image JSON /encode; medians of {mc['rounds']} alternating rounds of {mc['round_s']:g} s.",
+        f"connection of single-image JSON /encode, and with GET /healthz paced at the rate the single-image client "
+        f"reached (the control: no queue, no model); medians of {mc['rounds']} alternating rounds of "
+        f"{mc['round_s']:g} s each.",
         "",
         "| figure | value |",
         "| --- | --- |",
@@ -178,6 +234,11 @@ def _mixed_lines(mc: dict) -> list[str]:
         f"| bulk images/s, with the single-image client | {mc['bulk_mixed_images_per_s']:,.0f} |",
         f"| single-image p50 / p99 under bulk | {mc['single_p50_ms']:.1f} / {mc['single_p99_ms']:.1f} ms |",
         f"| single-image req/s under bulk | {mc['single_req_per_s']:.0f} |",
+        f"| bulk images/s, with GET /healthz at that rate (control) | {mc['bulk_control_images_per_s']:,.0f} "
+        f"({mc['control_req_per_s']:.0f} req/s) |",
+        f"| ratios to bulk alone: with the single-image client / with the control | "
+        f"{mc['bulk_mixed_images_per_s'] / mc['bulk_alone_images_per_s']:.2f} x / "
+        f"{mc['bulk_control_images_per_s'] / mc['bulk_alone_images_per_s']:.2f} x |",
         "",
     ]
 
