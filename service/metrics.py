@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import BatchObserver
@@ -23,10 +24,6 @@ from service.models import OPERATIONS
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-_ENDPOINTS = frozenset(
-    ("/encode", "/decode", "/reconstruct", "/sample", "/models", "/healthz", "/readyz", "/metrics", "/admin/reload",
-     "/docs", "/openapi.json")
-)
 # Client errors counted as rejections, by status; queue_full and timeout come from the batchers.
 _REJECTION_REASONS = {401: "unauthorized", 404: "not_found", 408: "body_timeout", 413: "too_large",
                       415: "unsupported_media_type", 422: "invalid", 499: "client_closed"}
@@ -84,8 +81,9 @@ class Metrics:
         self._queues: dict[tuple[str, str, str], _QueueSeries] = {}
         r.register(_Collector(self))
 
-    def observe_request(self, path: str, status: int, seconds: float) -> None:
-        endpoint = path if path in _ENDPOINTS else "/models/{name}" if path.startswith("/models/") else "other"
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        """`endpoint`: a route's path template ("/v2/models/{model_name}/infer"), or "other" where none matched, so
+        that the label's values are bounded by the routes, whatever paths clients send."""
         histogram = self._requests.get((endpoint, status))
         if histogram is None:
             histogram = self._requests[(endpoint, status)] = _Histogram(_LATENCY_BUCKETS)
@@ -192,4 +190,13 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
+            self.metrics.observe_request(endpoint(scope), status, time.perf_counter() - start)
+
+
+def endpoint(scope: Scope) -> str:
+    """The path template of the route that served the request (the router leaves it in the scope), or of the one it
+    was meant for when a middleware answered before routing (401, 408, 413); "other" when no route matches."""
+    route = scope.get("route")
+    if route is None:
+        route = next((r for r in scope["app"].router.routes if r.matches(scope)[0] is not Match.NONE), None)
+    return getattr(route, "path", None) or "other"

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import IMAGES, IMAGES_U8, npy, png_b64, reference, run
+from tests.serving import serve
 
 pytestmark = pytest.mark.anyio
 NPY = {"content-type": "application/x-npy"}
@@ -144,3 +145,24 @@ async def test_openapi_documents_bodies_replies_and_errors(client):
     assert "application/x-npy" in doc["paths"]["/encode"]["post"]["requestBody"]["content"]
     assert "image/png" in doc["paths"]["/decode"]["post"]["responses"]["200"]["content"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_metrics_label_requests_by_route_template(artifacts_dir):
+    async with serve(artifacts_dir, api_key="k", max_body_bytes=40_000) as client:
+        auth = {"authorization": "Bearer k"}
+        await client.post("/v2/models/vae-encode/versions/1/infer", headers=auth,
+                          json={"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 784],
+                                            "data": IMAGES[0].tolist()}]})
+        await client.get("/models/vae", headers=auth)
+        await client.get("/models/vae/versions/1/embedding", headers=auth)
+        await client.post("/encode", json={"images": IMAGES[:1].tolist()})  # 401, before routing
+        await client.post("/decode", headers=auth, content=b"x" * 50_000)  # 413, before routing
+        for path in ("/nope", "/v2/nothing/at/all", "/encode/extra"):
+            await client.get(path, headers=auth)
+        text = (await client.get("/metrics", headers=auth)).text
+    for endpoint, status in [("/v2/models/{model_name}/versions/{model_version}/infer", 200),
+                             ("/models/{name}", 200), ("/models/{name}/versions/{version}/embedding", 404),
+                             ("/encode", 401), ("/decode", 413), ("other", 404)]:
+        assert f'latentserve_requests_total{{endpoint="{endpoint}",status="{status}"}}' in text, endpoint
+    assert 'status="404"} 3.0' in text  # three unknown paths, one series
+    assert "/nope" not in text and "/v2/nothing" not in text
