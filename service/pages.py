@@ -19,7 +19,7 @@ from lvm.reports import REPORT_FILES, read_report, report_files
 from service import codecs
 from service.errors import Internal, NotFound
 from service.models import ServedModel
-from service.routes import _json, _registry
+from service.routes import json_reply, registry_of
 from service.routing import RequestRoute
 from service.schemas import AUTH_ERRORS, ErrorBody
 
@@ -33,7 +33,7 @@ _NOT_FOUND = {404: {"model": ErrorBody, "description": "no such model, version o
 
 
 def _served(request: Request, name: str, version: str) -> ServedModel:
-    return _registry(request).resolve(name, version)
+    return registry_of(request).resolve(name, version)
 
 
 @router.get("/", include_in_schema=False)
@@ -67,7 +67,7 @@ async def embedding(request: Request, name: str, version: str) -> Response:
         log.error("%s", exc)
         raise Internal(f"the embedding of {served.name}/{served.version} cannot be read") from None
     if codecs.reply_format(request.headers.get("accept")) != "npy":
-        return _json({"model": served.name, "version": served.version, **data.to_json()})
+        return json_reply({"model": served.name, "version": served.version, **data.to_json()})
     parts = [data.mean] + ([data.scale] if data.scale is not None else []) + [data.label[:, None]]
     k = data.mean.shape[1]
     columns = f"mean:{k}," + (f"scale:{k}," if data.scale is not None else "") + "label:1"

@@ -73,7 +73,7 @@ def _served(request: Request, state: ServiceState) -> ServedModel:
     return state.registry.resolve(query.get("model"), query.get("version"))
 
 
-async def _result(request: Request, batcher: Batcher, pendings: list[Pending]) -> tuple[np.ndarray, ...]:
+async def result(request: Request, batcher: Batcher, pendings: list[Pending]) -> tuple[np.ndarray, ...]:
     """The batcher's outputs; a large request whose client hangs up first is withdrawn from its queue, so that work
     nobody will read neither runs nor holds queue room (uvicorn does not cancel a handler on disconnect). Small
     requests skip the watch: it would cost more than the work it could save."""
@@ -98,7 +98,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def _json(payload: dict) -> Response:
+def json_reply(payload: dict) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type=codecs.JSON)
 
 
@@ -106,14 +106,14 @@ def _images_reply(request: Request, served: ServedModel, payload: dict) -> Respo
     """JSON, or the payload's images as one PNG grid or a float32 (N, 784) .npy, as the Accept header asks."""
     fmt = codecs.reply_format(request.headers.get("accept"))
     if fmt == "json":
-        return _json(payload)
+        return json_reply(payload)
     headers = {"X-Model": served.name, "X-Model-Version": str(served.version)}
     if fmt == "png":
         return Response(codecs.png_grid(payload["images"]), media_type=codecs.PNG, headers=headers)
     return Response(codecs.npy_bytes(payload["images"]), media_type=codecs.NPY, headers=headers)
 
 
-def _noise(n: int, latent_dim: int, seed: int) -> np.ndarray:
+def noise(n: int, latent_dim: int, seed: int) -> np.ndarray:
     """Standard normal (n, K) from the request's own generator: the same seed gives the same noise in any batch."""
     return torch.randn((n, latent_dim), generator=torch.Generator().manual_seed(seed)).numpy()
 
@@ -129,8 +129,8 @@ async def encode(request: Request) -> Response:
             codecs.load_json(body).get("images"), limit)
         batcher = served.batchers["encode"]
         pendings = batcher.put(x)
-    z_loc, *z_scale = await _result(request, batcher, pendings)
-    return _json({"model": served.name, "version": served.version, "mean": z_loc,
+    z_loc, *z_scale = await result(request, batcher, pendings)
+    return json_reply({"model": served.name, "version": served.version, "mean": z_loc,
                   "scale": z_scale[0] if z_scale else None})
 
 
@@ -146,7 +146,7 @@ async def decode(request: Request) -> Response:
             codecs.load_json(body).get("latents"), k, limit)
         batcher = served.batchers["decode"]
         pendings = batcher.put(z)
-    (x_loc,) = await _result(request, batcher, pendings)
+    (x_loc,) = await result(request, batcher, pendings)
     return _images_reply(request, served, {"model": served.name, "version": served.version, "images": x_loc})
 
 
@@ -170,10 +170,10 @@ async def reconstruct(request: Request) -> Response:
             if not isinstance(sample, bool):
                 raise InvalidInput("sample must be true or false")
         k = served.latent_dim
-        eps = _noise(len(x), k, seed) if sample else np.zeros((len(x), k), np.float32)
+        eps = noise(len(x), k, seed) if sample else np.zeros((len(x), k), np.float32)
         batcher = served.batchers["reconstruct"]
         pendings = batcher.put(np.concatenate([x, eps], axis=1))
-    x_loc, z_loc, *z_scale = await _result(request, batcher, pendings)
+    x_loc, z_loc, *z_scale = await result(request, batcher, pendings)
     return _images_reply(request, served, {"model": served.name, "version": served.version, "images": x_loc,
                                            "mean": z_loc, "scale": z_scale[0] if z_scale else None})
 
@@ -190,24 +190,24 @@ async def sample(request: Request) -> Response:
             raise InvalidInput("n must be an integer")
         codecs.check_count(n, state.settings.max_items_per_request, "samples")
         batcher = served.batchers["sample"]
-        pendings = batcher.put(_noise(n, served.latent_dim, codecs.seed(obj.get("seed"))))
-    z, x_loc = await _result(request, batcher, pendings)
+        pendings = batcher.put(noise(n, served.latent_dim, codecs.seed(obj.get("seed"))))
+    z, x_loc = await result(request, batcher, pendings)
     return _images_reply(request, served, {"model": served.name, "version": served.version, "latents": z,
                                            "images": x_loc})
 
 
 @router.get("/models", response_model=ModelsResponse, responses=AUTH_ERRORS, summary="Loaded models and versions")
 async def models(request: Request) -> Response:
-    return _json(_registry(request).overview())
+    return json_reply(registry_of(request).overview())
 
 
 @router.get("/models/{name}", response_model=ModelDetail, summary="The manifests of one model's versions",
             responses={**AUTH_ERRORS, 404: {"model": ErrorBody, "description": "no such model"}})
 async def model_detail(request: Request, name: str) -> Response:
-    return _json(_registry(request).describe(name))
+    return json_reply(registry_of(request).describe(name))
 
 
-def _registry(request: Request):
+def registry_of(request: Request):
     registry = _state(request).registry
     if registry is None:
         raise Unavailable("the service is starting", 1)
@@ -218,15 +218,15 @@ def _registry(request: Request):
              summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones")
 async def reload(request: Request) -> Response:
     state = _state(request)
-    report = await _registry(request).reload()
+    report = await registry_of(request).reload()
     state.loaded = True
     state.update_ready()
-    return _json(report)
+    return json_reply(report)
 
 
 @router.get("/healthz", response_model=Status, summary="The process is alive (HEAD too)")
 async def healthz(request: Request) -> Response:
-    return _json({"status": "ok"})
+    return json_reply({"status": "ok"})
 
 
 @router.get("/readyz", response_model=Status,
@@ -235,7 +235,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     state = _state(request)
     if state.ready:
-        return _json({"status": "ready"})
+        return json_reply({"status": "ready"})
     reason = "draining" if state.draining else "loading" if not state.loaded else "no model loaded"
     raise Unavailable(f"not ready: {reason}", 1)
 
@@ -251,6 +251,3 @@ for _probe in (healthz, readyz):
 async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
-
-# Shared with the Open Inference Protocol routes (service/oip.py): one way to wait for a result and to seed noise.
-result, noise = _result, _noise

@@ -150,7 +150,7 @@ async def test_large_request_is_withdrawn_when_its_client_hangs_up(artifacts_dir
         pendings = batcher.put(np.zeros((40, 784), np.float32))
         assert batcher.queued_items == 40
         with pytest.raises(ClientClosedRequest):
-            await routes._result(HungUp(), batcher, pendings)
+            await routes.result(HungUp(), batcher, pendings)
         assert batcher.queued_items == 0 and all(p.future.cancelled() for p in pendings)
         gate.set()
         assert (await first).status_code == 200
