@@ -198,7 +198,9 @@ async def sample(request: Request) -> Response:
 
 @router.get("/models", response_model=ModelsResponse, responses=AUTH_ERRORS, summary="Loaded models and versions")
 async def models(request: Request) -> Response:
-    return json_reply(registry_of(request).overview())
+    settings = _state(request).settings
+    return json_reply({**registry_of(request).overview(), "limits": {
+        "max_items_per_request": settings.max_items_per_request, "max_body_bytes": settings.max_body_bytes}})
 
 
 @router.get("/models/{name}", response_model=ModelDetail, summary="The manifests of one model's versions",

@@ -92,10 +92,16 @@ class RefusedVersion(BaseModel):
     reason: str
 
 
+class Limits(BaseModel):
+    max_items_per_request: int = Field(description="most images, latents or samples one request may carry (413 above)")
+    max_body_bytes: int = Field(description="largest request body accepted (413 above)")
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
     default_model: str
     refused: list[RefusedVersion] = Field(description="versions whose manifest or checksums failed")
+    limits: Limits = Field(description="what one request may carry: split larger inputs (the Python client does)")
 
 
 class ModelDetail(BaseModel):
