@@ -52,8 +52,8 @@ def paced(url: str, rate: float, seconds: float, cores) -> Paced:
     with httpx.Client(timeout=10) as client:
         start = time.monotonic()
         sent = 0
-        while (now := time.monotonic()) - start < seconds:
-            wait = start + sent / rate - now
+        while sent / rate < seconds:  # the request due at start + sent / rate
+            wait = start + sent / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             t0 = time.monotonic()
