@@ -166,5 +166,5 @@ async def test_metrics_label_requests_by_route_template(artifacts_dir):
                              ("/models/{name}", 200), ("/models/{name}/versions/{version}/embedding", 404),
                              ("/encode", 401), ("/decode", 413), ("other", 404)]:
         assert f'latentserve_requests_total{{endpoint="{endpoint}",status="{status}"}}' in text, endpoint
-    assert 'status="404"} 3.0' in text  # three unknown paths, one series
+    assert 'latentserve_requests_total{endpoint="other",status="404"} 3.0' in text  # three unknown paths, one series
     assert "/nope" not in text and "/v2/nothing" not in text
