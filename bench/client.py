@@ -13,13 +13,12 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 
 from bench import artifacts, bodies, machine, report
-from bench.server import REPO, Server
+from bench.server import Server
 
 N_IMAGES = 10_000
 TARGET = 0.8
@@ -131,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--images", type=int, default=N_IMAGES)
     p.add_argument("--concurrency", type=int, default=CONCURRENCY)
-    p.add_argument("--server-cores", type=int, help="cores pinned to the server (default: 1 of 2, else a quarter)")
-    p.add_argument("--artifacts-dir", type=Path, default=REPO / "artifacts")
-    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
-    p.add_argument("--benchmarks-md", type=Path, help="refresh the 'client' section of this file")
+    report.add_run_options(p, "client")
     args = p.parse_args(argv)
     cores = machine.split_cores(args.server_cores)
     served, _ = artifacts.ensure(args.artifacts_dir, args.out_dir / "artifacts")

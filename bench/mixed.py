@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from bench import artifacts, bodies, machine
-from bench.report import checks_table, publish
+from bench.report import add_run_options, checks_table, publish
 from bench.scenarios import JSON, NPY
 from bench.server import REPO, Server
 from bench.wrk import run_wrk
@@ -248,10 +248,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--round-s", type=float, default=10.0)
     p.add_argument("--no-compare", dest="compare", action="store_false", help="skip the burst without a budget")
-    p.add_argument("--server-cores", type=int)
-    p.add_argument("--artifacts-dir", type=Path, default=REPO / "artifacts")
-    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
-    p.add_argument("--benchmarks-md", type=Path, help="also refresh the 'mixed' section of this file")
+    add_run_options(p, "mixed")
     args = p.parse_args(argv)
     result = measure(args)
     return publish("mixed", result, markdown(result), args.out_dir, args.benchmarks_md)

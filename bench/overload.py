@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -24,8 +23,8 @@ import numpy as np
 from bench import artifacts, machine
 from bench.bodies import mnist_test_images, npy_bytes
 from bench.metrics import bucket_quantile, fetch, histogram_buckets
-from bench.report import checks_table, publish
-from bench.server import REPO, Server
+from bench.report import add_run_options, checks_table, publish
+from bench.server import Server
 from bench.wrk import run_wrk
 
 
@@ -179,12 +178,9 @@ def main(argv=None) -> int:
     p.add_argument("--pause-ms", type=float, default=5.0, help="the probe's pause between requests")
     p.add_argument("--max-shed-p99-ms", type=float, default=50.0)
     p.add_argument("--max-accepted-p99-ms", type=float, default=500.0)
-    p.add_argument("--server-cores", type=int)
+    add_run_options(p, "overload")
     p.add_argument("--app", default="service.app:app", help="ASGI app (module:attribute)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra service setting")
-    p.add_argument("--artifacts-dir", type=Path, default=REPO / "artifacts")
-    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
-    p.add_argument("--benchmarks-md", type=Path, help="also refresh the 'overload' section of this file")
     args = p.parse_args(argv)
     result = overload(args)
     return publish("overload", result, markdown(result), args.out_dir, args.benchmarks_md)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
 from pathlib import Path
 
 from bench import client as client_bench
+from bench.server import REPO
 
 # The issue's targets. Below the top concurrency "on >= off" is judged on the paired rounds when the run has them
 # (bench.run._paired_on_off), and ON_OFF_TOLERANCE absorbs what noise is left (said in the table); at the highest
@@ -150,6 +152,14 @@ def section(run: dict, label: str, plot_rel: str | None) -> str:
     if plot_rel:
         parts += ["", f"![throughput and p99 against concurrency, batching on and off]({plot_rel})"]
     return "\n".join(parts) + "\n"
+
+
+def add_run_options(parser: argparse.ArgumentParser, label: str) -> None:
+    """The options every run against its own pinned server shares; `label` names its section of BENCHMARKS.md."""
+    parser.add_argument("--server-cores", type=int, help="cores pinned to the server (default: 1 of 2, else a quarter)")
+    parser.add_argument("--artifacts-dir", type=Path, default=REPO / "artifacts")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
+    parser.add_argument("--benchmarks-md", type=Path, help=f"also refresh the '{label}' section of this file")
 
 
 def publish(label: str, result: dict, text: str, out_dir: Path, benchmarks_md: Path | None) -> int:

@@ -29,8 +29,8 @@ import numpy as np
 
 from bench import artifacts, edges, machine
 from bench.cases import Case, malformed_cases, valid_cases
-from bench.report import checks_table, publish
-from bench.server import REPO, Server
+from bench.report import add_run_options, checks_table, publish
+from bench.server import Server
 
 API_KEY = "soak-key"
 MAX_BODY_BYTES = 2 * 1024 * 1024  # so the oversized-body case costs 2 MiB, not 16
@@ -291,10 +291,7 @@ def main(argv=None) -> int:
                    help="without the hostile clients of issue 9 (stalled uploads, hang-ups, bulk bursts)")
     p.add_argument("--no-hostile-artifacts", dest="hostile_artifacts", action="store_false",
                    help="without the hostile artifacts dropped in before reloads")
-    p.add_argument("--server-cores", type=int)
-    p.add_argument("--artifacts-dir", type=Path, default=REPO / "artifacts")
-    p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
-    p.add_argument("--benchmarks-md", type=Path, help="also refresh the 'soak' section of this file")
+    add_run_options(p, "soak")
     args = p.parse_args(argv)
     args.reload_every = args.reload_every or max(2.0, args.duration / 10)
     result = soak(args)
