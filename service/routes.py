@@ -131,7 +131,7 @@ async def encode(request: Request) -> Response:
         pendings = batcher.put(x)
     z_loc, *z_scale = await result(request, batcher, pendings)
     return json_reply({"model": served.name, "version": served.version, "mean": z_loc,
-                  "scale": z_scale[0] if z_scale else None})
+                       "scale": z_scale[0] if z_scale else None})
 
 
 @router.post("/decode", response_model=DecodeResponse, responses={**INFERENCE_ERRORS, **image_replies(DecodeResponse)},
