@@ -113,6 +113,7 @@ class ModelDetail(BaseModel):
     name: str
     default_version: int | None
     versions: list[dict[str, Any]] = Field(description="the manifest.json of each loaded version")
+    reports: dict[str, list[str]] = Field(description="per loaded version, the report PNGs its report route serves")
     refused: list[RefusedVersion]
 
 
@@ -158,6 +159,14 @@ INFERENCE_ERRORS = {
     500: _error(500, "internal", "internal"),
     503: _error(503, "overloaded", "queue full (65536 items waiting, bound 65536); retry later", _RETRY_AFTER),
     504: _error(504, "timeout", "request waited longer than 10 s"),
+}
+
+# The explorer's data routes (service/pages.py): a path names the model, version and file.
+PAGE_DATA_ERRORS = {
+    **AUTH_ERRORS,
+    404: _error(404, "not_found", "vae/1 has no report file 'x.png'; it has: latent.png"),
+    422: _error(422, "invalid_input", "version must be a positive integer in ASCII digits, got 'x'"),
+    503: _error(503, "unavailable", "the service is starting", _RETRY_AFTER),
 }
 
 
