@@ -116,7 +116,7 @@ async def _reloader(client, deadline, every_s, rotation, stats, log, hostile=Non
         changer = hostile if hostile and turn % 2 == 0 else rotation
         what = changer.step() if changer else "no change"
         try:
-            r = await client.post("/admin/reload", headers={"Authorization": f"Bearer {API_KEY}"})
+            r = await client.post("/admin/reload", json={}, headers={"Authorization": f"Bearer {API_KEY}"})
             stats.reloads[r.status_code] += 1
             log(f"[soak] reload ({what}): {r.status_code}")
         except httpx.HTTPError as exc:

@@ -90,7 +90,7 @@ def _served(request: Request, name: str, version: str) -> ServedModel:
     return registry_of(request).resolve(name, version)
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def page() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 

@@ -15,10 +15,10 @@ from service.errors import UnsupportedMediaType
 from service.metrics import CONTENT_TYPE
 from service.models import ServedModel
 from service.operations import OPERATIONS, Call, Operation
-from service.plumbing import check_ready, json_reply, receive, registry_of, result, state_of
+from service.plumbing import check_admin_request, check_ready, json_reply, receive, registry_of, result, state_of
 from service.routing import RequestRoute
 from service.schemas import (
-    AUTH_ERRORS, INFERENCE_ERRORS, QUERY_PARAMETERS, ErrorBody, ModelDetail, ModelsResponse, ReloadResponse, Status,
+    ADMIN_ERRORS, AUTH_ERRORS, INFERENCE_ERRORS, QUERY_PARAMETERS, ErrorBody, ModelDetail, ModelsResponse, ReloadResponse, Status,
     image_replies, request_body,
 )
 
@@ -109,9 +109,11 @@ async def model_detail(request: Request, name: str) -> Response:
     return json_reply(registry_of(request).describe(name))
 
 
-@router.post("/admin/reload", response_model=ReloadResponse, responses=AUTH_ERRORS,
-             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones")
+@router.post("/admin/reload", response_model=ReloadResponse, responses={**AUTH_ERRORS, **ADMIN_ERRORS},
+             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones",
+             description="Send `Content-Type: application/json` (no body needed) or an `X-Requested-With` header.")
 async def reload(request: Request) -> Response:
+    check_admin_request(request)
     state = state_of(request)
     report = await registry_of(request).reload()
     state.loaded = True

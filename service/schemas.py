@@ -160,7 +160,8 @@ INFERENCE_ERRORS = {
     503: _error(503, "overloaded", "queue full (65536 items waiting, bound 65536); retry later", _RETRY_AFTER),
     504: _error(504, "timeout", "request waited longer than 10 s"),
 }
-
+ADMIN_ERRORS = {415: _error(415, "unsupported_media_type", "admin requests must be sent with Content-Type: "
+                                                         "application/json or an X-Requested-With header")}
 # The explorer's data routes (service/pages.py): a path names the model, version and file.
 PAGE_DATA_ERRORS = {
     **AUTH_ERRORS,
