@@ -41,13 +41,14 @@ class ReconstructRequest(BaseModel):
 
     model_config = _example(images=[_PNG_28], sample=True, seed=7)
     images: list[Image]
-    sample: bool = Field(False, description="draw z from the posterior instead of taking its mean")
+    # null means absent (the default) for every field of every body: one rule, service/operations.py
+    sample: bool | None = Field(False, description="draw z from the posterior instead of taking its mean")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="seed of the posterior noise; random when null")
 
 
 class SampleRequest(BaseModel):
     model_config = _example(count=16, seed=0)
-    count: int = Field(SAMPLE_COUNT, ge=MIN_ITEMS,
+    count: int | None = Field(SAMPLE_COUNT, ge=MIN_ITEMS,
                        description="how many draws, at most MAX_ITEMS_PER_REQUEST (the protocol's name)")
     n: int | None = Field(None, ge=MIN_ITEMS, description="the same as count (its earlier name, still accepted)")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="the same seed gives the same result")
@@ -172,11 +173,13 @@ PAGE_DATA_ERRORS = {
 
 
 def request_body(model: type[BaseModel], npy: str | None) -> dict:
-    """`openapi_extra` documenting a body that the handler reads itself (JSON, and .npy where `npy` says how)."""
-    content: dict = {"application/json": {"schema": model.model_json_schema()}}
+    """`openapi_extra` documenting a body that the handler reads itself (JSON, and .npy where `npy` says how). The
+    body is optional when every field has a default: the handler then takes an empty body as `{}`."""
+    schema = model.model_json_schema()
+    content: dict = {"application/json": {"schema": schema}}
     if npy:
         content["application/x-npy"] = {"schema": {"type": "string", "format": "binary", "description": npy}}
-    return {"requestBody": {"required": True, "content": content}}
+    return {"requestBody": {"required": bool(schema.get("required")), "content": content}}
 
 
 QUERY_PARAMETERS = [
