@@ -58,12 +58,17 @@ class Rotation(edges.VersionDrops):
 
 
 def _budget_shed(r: httpx.Response) -> bool:
-    """A 503 from the body budget (service.limits.BodyBudget): overloaded, with a Retry-After."""
+    """A 503 from the body budget (service.limits.BodyBudget): overloaded, with a Retry-After. On /v2 paths the same
+    error comes in the protocol's body, `{"error": detail}`, without the type."""
     try:
-        kind = r.json().get("type")
+        body = r.json()
     except ValueError:
         return False
-    return kind == "overloaded" and "retry-after" in r.headers and "request bodies" in r.json().get("detail", "")
+    if not isinstance(body, dict):
+        return False
+    detail = body.get("detail", body.get("error", ""))
+    return (r.status_code == 503 and body.get("type", "overloaded") == "overloaded" and "retry-after" in r.headers
+            and "request bodies" in str(detail))
 
 
 class Stats:
