@@ -118,7 +118,8 @@ async def test_models_listing_and_manifests(client):
     ops = {"encode": 64, "decode": 64, "reconstruct": 64, "sample": 64}  # max_batch_size, with no bound on passes
     assert all(m["batch_sizes"] == ops for m in listing["models"])
     # The test app's limit, and the default body bound: what a client needs to split its inputs before a 413.
-    assert listing["limits"] == {"max_items_per_request": 64, "max_body_bytes": 16 * 1024 * 1024}
+    assert listing["limits"] == {"max_items_per_request": 64, "max_body_bytes": 16 * 1024 * 1024,
+                                 "max_score_work": 102_400}
     detail = (await client.get("/models/vae")).json()
     assert detail["versions"][0]["kind"] == "vae" and "files" in detail["versions"][0]
     missing = await client.get("/models/nope")
