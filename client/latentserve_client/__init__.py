@@ -36,7 +36,7 @@ from latentserve_client.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
-from latentserve_client.replies import Posterior
+from latentserve_client.replies import Posterior, Scores
 
 __all__ = [
     "BY_TYPE",
@@ -62,6 +62,7 @@ __all__ = [
     "Posterior",
     "RequestTimeout",
     "Retry",
+    "Scores",
     "ServiceError",
     "Timeout",
     "TransportError",
