@@ -59,7 +59,7 @@ class ScoreRequest(BaseModel):
 
     model_config = _example(images=[_PNG_28], samples=100, seed=0)
     images: list[Image]
-    samples: int = Field(SCORE_SAMPLES, ge=1, le=MAX_SCORE_SAMPLES,
+    samples: int | None = Field(SCORE_SAMPLES, ge=1, le=MAX_SCORE_SAMPLES,
                          description="importance samples per image (VAE); images x samples at most MAX_SCORE_WORK")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1,
                              description="seed of the importance samples; an image's draws depend only on it and the "
