@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -100,3 +102,13 @@ def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(10)
+
+
+async def until(condition: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
+    """Polls `condition` every 10 ms on the running event loop until it is true; fails after timeout_s (the one
+    bounded wait on observable state that tests use instead of sleeping)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s:g} s: {what or condition}")
+        await asyncio.sleep(0.01)

@@ -12,6 +12,7 @@ import pytest
 from service.batcher import BatchConfig, Batcher
 from service.compute import Activity, ComputeThread
 from service.errors import Internal, Overloaded, RequestTimeout
+from tests.helpers import until
 
 pytestmark = pytest.mark.anyio
 
@@ -291,14 +292,17 @@ async def test_a_bulk_request_cancelled_midway_frees_the_rows_it_had_left(make):
     batcher, fake, _ = make(max_batch_size=8)
     held = await hold_compute(batcher, fake)
     gone = asyncio.create_task(batcher.submit(rows(20)))
-    await asyncio.sleep(0)
-    fake.gate.clear()
-    fake.gate.set()
+    await until(lambda: batcher.queued_items == 20)
+    released, fake.gate = fake.gate, threading.Event()  # the next batch (gone's first 8 rows) stops at a new gate
+    fake.entered.clear()
+    released.set()
     await held
-    while not fake.batches[1:]:  # its first 8 rows went into a batch
-        await asyncio.sleep(0.01)
-    gone.cancel()
-    await asyncio.sleep(0)
-    assert batcher.queued_items == 0
+    await asyncio.to_thread(fake.entered.wait, 10)
+    assert fake.batches == [1, 8] and batcher.queued_items == 12  # the other 12 rows are provably still queued
+    gone.cancel()  # the client hung up midway
+    await asyncio.wait({gone}, timeout=10)
+    assert gone.cancelled() and batcher.queued_items == 0
+    fake.gate.set()
     out, _ = await asyncio.wait_for(batcher.submit(rows(2, 5)), 10)
     np.testing.assert_array_equal(out, rows(2, 5) * 2)
+    assert fake.batches == [1, 8, 2]  # its 12 queued rows never ran
