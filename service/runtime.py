@@ -1,5 +1,5 @@
 """What every served version shares at run time, carried as one object (`Runtime`), and the process-wide tuning a
-serving process applies once (`tune_process`, `freeze_heap`); building an app in a test tunes nothing."""
+serving process applies once (`tune_process`, `freeze_heap`, called by service.__main__ only)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -92,6 +94,16 @@ class ServiceState:
             await self.registry.close()
         if self.compute is not None:
             await asyncio.to_thread(self.compute.shutdown)
+
+
+@asynccontextmanager
+async def drain_on_signals(state: ServiceState) -> AsyncIterator[None]:
+    """SIGTERM/SIGINT drain `state` first while inside (`hook_signals`), and the handlers before are put back after."""
+    previous = hook_signals(state)
+    try:
+        yield
+    finally:
+        unhook_signals(previous)
 
 
 def hook_signals(state: ServiceState) -> dict:

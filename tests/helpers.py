@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import io
 import os
 import socket
@@ -104,11 +105,16 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
-async def until(condition: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
-    """Polls `condition` every 10 ms on the running event loop until it is true; fails after timeout_s (the one
-    bounded wait on observable state that tests use instead of sleeping)."""
+async def until(condition: Callable[[], object], timeout_s: float = 10.0, every_s: float = 0.01) -> object:
+    """Polls `condition` (a function, or one returning an awaitable) until its value is true, and returns that value;
+    fails after timeout_s. The one bounded wait on observable state that tests use instead of sleeping."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s:g} s: {what or condition}")
-        await asyncio.sleep(0.01)
+            raise AssertionError(f"not true within {timeout_s:g} s: {condition}")
+        await asyncio.sleep(every_s)

@@ -11,7 +11,7 @@ import pytest
 from service import routes
 from service.errors import ClientClosedRequest
 from tests.serving import block, serve
-from tests.helpers import IMAGES, npy, png_b64
+from tests.helpers import IMAGES, npy, png_b64, until
 
 pytestmark = pytest.mark.anyio
 ONE = [[0.5] * 784]
@@ -106,11 +106,9 @@ async def _fill_encode_queue(client):
     """Holds one batch in the compute thread and fills vae/1's encode queue (bound 4) behind it."""
     gate = block(client)
     first = asyncio.create_task(client.post("/encode", json={"images": IMAGES.tolist()}))
-    while client.app.state.service.activity.computing == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: client.app.state.service.activity.computing)
     queued = asyncio.create_task(client.post("/encode", json={"images": ONE * 4}))
-    while client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items < 4:
-        await asyncio.sleep(0.01)
+    await until(lambda: client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items == 4)
     return gate, first, queued
 
 
@@ -144,8 +142,7 @@ async def test_large_request_is_withdrawn_when_its_client_hangs_up(artifacts_dir
     async with serve(artifacts_dir) as client:
         gate = block(client)
         first = asyncio.create_task(client.post("/encode", json={"images": ONE}))
-        while client.app.state.service.activity.computing == 0:
-            await asyncio.sleep(0.01)
+        await until(lambda: client.app.state.service.activity.computing)
         batcher = client.app.state.service.registry.get("vae", 1).batchers["encode"]
         pendings = batcher.put(np.zeros((40, 784), np.float32))
         assert batcher.queued_items == 40

@@ -225,7 +225,7 @@ def test_healthcheck_probes_healthz_and_fails_on_error(dockerfile):
 
 
 def test_the_app_has_the_paths_the_deploy_files_probe():
-    from service.app import app
+    from service.app import create_app
 
-    paths = set(app.openapi()["paths"])
+    paths = set(create_app().openapi()["paths"])
     assert {"/healthz", "/readyz", "/metrics", "/admin/reload"} <= paths
