@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from deploy.image_check import forbidden, largest, repo_artifacts
-from tests.deploy.conftest import ROOT
+from tests.deploy.common import ROOT
 
 SITE = "/opt/venv/lib/python3.11/site-packages"
 
