@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from service.codecs import ascii_digits
+
 log = logging.getLogger("service.device")
 
 
@@ -33,7 +35,7 @@ def resolve_device(spec: str, cuda_available: bool | None = None, cuda_count: in
         if not available:
             raise DeviceError(f"device {spec!r} requested but CUDA is not available; set LATENTSERVE_DEVICE=cpu or auto")
         index_text = spec.partition(":")[2] or "0"
-        if not (index_text.isascii() and index_text.isdigit()):
+        if not ascii_digits(index_text):
             raise DeviceError(f"device {spec!r} is not of the form cuda:N")
         count = torch.cuda.device_count() if cuda_count is None else cuda_count
         if int(index_text) >= count:

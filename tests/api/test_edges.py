@@ -97,7 +97,7 @@ async def test_hang_up_mid_upload_is_499_logged_once_without_traceback(artifacts
         metrics = (await client.get("/metrics")).text
         assert 'latentserve_requests_total{endpoint="/encode",status="499"} 1.0' in metrics
         assert 'status="500"' not in metrics
-        assert 'latentserve_rejections_total{reason="client_closed"} 1.0' in metrics
+        assert 'latentserve_rejections_total{reason="client_closed_request"} 1.0' in metrics
 
 
 async def test_bodies_beyond_the_budget_are_refused_with_503_and_dropped(artifacts_dir):
