@@ -13,11 +13,15 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.compute import Activity, ComputeThread
 from service.errors import Internal, Overloaded, RequestTimeout, Unavailable
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 __all__ = ["BatchConfig", "BatchObserver", "Batcher", "Pending"]
 
@@ -44,11 +48,18 @@ class Pending:
 
 @dataclass(frozen=True)
 class BatchConfig:
-    max_batch_size: int = 256
-    max_delay_s: float = 0.002
-    max_queue_items: int = 65536
-    timeout_s: float = 10.0
-    max_pass_s: float = 0.0  # read at warm-up to pick each queue's max_batch_size (service.models); 0: no bound
+    """The batching settings in the batcher's units; no defaults of its own: they are the Settings' (`from_settings`)."""
+
+    max_batch_size: int
+    max_delay_s: float
+    max_queue_items: int
+    timeout_s: float
+    max_pass_s: float  # read at warm-up to pick each queue's max_batch_size (service.models); 0: no bound
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> BatchConfig:
+        return cls(s.max_batch_size, s.max_batch_delay_ms / 1000.0, s.max_queue_items, s.request_timeout_s,
+                   s.max_pass_ms / 1000.0)
 
 
 class BatchObserver:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from service.batcher import BatchConfig
 from service.compute import Activity, ComputeThread
 from service.device import Placement, configure_threads
-
-if TYPE_CHECKING:  # service.metrics imports the operation names from service.models, which imports this module
-    from service.metrics import Metrics
+from service.metrics import Metrics
 
 
 @dataclass(frozen=True)

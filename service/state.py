@@ -44,16 +44,12 @@ class ServiceState:
     def ready(self) -> bool:
         return self.loaded and not self.draining and self.registry is not None and len(self.registry) > 0
 
-    def batch_config(self) -> BatchConfig:
-        s = self.settings
-        return BatchConfig(s.max_batch_size, s.max_batch_delay_ms / 1000.0, s.max_queue_items, s.request_timeout_s,
-                           s.max_pass_ms / 1000.0)
-
     async def start(self) -> None:
         """Picks the device (refusing to start on a bad one), then loads and warms the artifacts in the background."""
         device = resolve_device(self.settings.device)
         self.compute = ComputeThread(self.activity, name="compute", initializer=flush_denormals)
-        runtime = Runtime(Placement(device), self.compute, self.activity, self.batch_config(), self.metrics)
+        runtime = Runtime(Placement(device), self.compute, self.activity, BatchConfig.from_settings(self.settings),
+                          self.metrics)
         self.registry = Registry(self.settings.artifacts_dir, self.settings.default_model, runtime)
         log.info("latentserve on %s (%d torch threads), artifacts from %s", device, torch.get_num_threads(),
                  self.settings.artifacts_dir)

@@ -48,7 +48,8 @@ async def make():
         activity = Activity()
         compute = ComputeThread(activity)
         fake = FakeModel()
-        defaults = {"max_batch_size": 8, "max_delay_s": FOREVER, "max_queue_items": 64, "timeout_s": FOREVER}
+        defaults = {"max_batch_size": 8, "max_delay_s": FOREVER, "max_queue_items": 64, "timeout_s": FOREVER,
+                    "max_pass_s": 0.0}
         batcher = Batcher(fake, compute, activity, BatchConfig(**{**defaults, **config}))
         batcher.start()
         created.append((batcher, compute, fake))
