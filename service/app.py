@@ -47,10 +47,10 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
             await state.stop()
 
     # FastAPI's built-in OpenTelemetry hooks are off: the service exports its own Prometheus metrics, and the hooks'
-    # per-request check of the global providers cost about 7% of single-image throughput (measured in-process).
+    # per-request check of the global providers cost single-image throughput (BENCHMARKS.md, "Figures behind").
     telemetry = {"tracing": False, "metrics": False, "logs": False}
     # The routes go straight into the app's router: FastAPI's include_router() wraps them in a router of its own
-    # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
+    # whose per-request matching was a measurable share of a single-image /encode (BENCHMARKS.md). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   telemetry=telemetry, routes=routes.router.routes + oip.router.routes + pages.router.routes)

@@ -90,8 +90,8 @@ class Batcher:
         self._compute, self._activity = compute, activity
         self._observer = observer or BatchObserver()
         self._queue: deque[Pending] = deque()
-        # Every unanswered chunk, oldest first, and the one timer that expires them: a timer per request cost 6 us
-        # of a single-image request (measured in-process), and requests are answered roughly in arrival order.
+        # Every unanswered chunk, oldest first, and the one timer that expires them: a timer per request was a
+        # measurable share of a single-image request (BENCHMARKS.md), and requests are answered roughly in order.
         self._unanswered: deque[Pending] = deque()
         self._expiry: asyncio.TimerHandle | None = None
         self.queued_items = 0

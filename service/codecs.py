@@ -79,7 +79,8 @@ def load_json(body: bytes) -> dict:
 
 def check_count(n: int, max_items: int, what: str) -> None:
     if n > max_items:
-        raise PayloadTooLarge(f"{n} {what} exceed the limit of {max_items} per request")
+        raise PayloadTooLarge(f"{n} {what} exceed the limit of {max_items} per request", "max_items_per_request",
+                              max_items, n)
     if n < MIN_ITEMS:
         raise InvalidInput(f"send at least one of the {what}")
 

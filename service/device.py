@@ -59,7 +59,7 @@ def flush_denormals() -> bool:
     """Subnormal floats to zero on the calling thread (the compute thread calls it once, as it starts).
 
     Softplus of a strongly negative pre-activation is a subnormal float, which x86 cores handle in microcode: with
-    them, the committed VAE's decoder ran at half speed (858 against 451 us for a batch of 32, measured on one core).
+    them, the committed VAE's decoder ran at half speed (BENCHMARKS.md, "Figures behind").
     Values below 1.2e-38 become 0: every operation of the three committed models gave bit-identical outputs on the
     10,000 MNIST test images with and without it. Returns False where the CPU cannot (torch then leaves it alone).
     """

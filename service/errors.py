@@ -47,7 +47,14 @@ class MethodNotAllowed(ServiceError):
 
 
 class PayloadTooLarge(ServiceError):
+    """413. The body also carries the limit as data, `"limit": {"name": <setting>, "value": n, "got": m}` (`got` when
+    known), so that a client can split its request without reading the detail's prose."""
+
     status, type = 413, "payload_too_large"
+
+    def __init__(self, detail: str, name: str, value: int, got: int | None = None) -> None:
+        super().__init__(detail)
+        self.limit = {"name": name, "value": value, **({"got": got} if got is not None else {})}
 
 
 class UnsupportedMediaType(ServiceError):
@@ -99,7 +106,11 @@ class ClientClosedRequest(ServiceError):
 
 
 def error_body(exc: ServiceError) -> bytes:
-    return orjson.dumps({"detail": exc.detail, "type": exc.type})
+    body = {"detail": exc.detail, "type": exc.type}
+    limit = getattr(exc, "limit", None)
+    if limit is not None:
+        body["limit"] = limit
+    return orjson.dumps(body)
 
 
 def error_response(exc: ServiceError) -> Response:

@@ -133,9 +133,16 @@ class Status(BaseModel):
     status: str
 
 
+class Limit(BaseModel):
+    name: str = Field(description="the setting: max_items_per_request or max_body_bytes")
+    value: int = Field(description="its value on this server")
+    got: int | None = Field(None, description="what the request had (items or declared bytes), when known")
+
+
 class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     type: str = Field(description="a stable machine-readable kind, e.g. invalid_input")
+    limit: Limit | None = Field(None, description="413 only: the limit the request went over, as data")
 
 
 def _error(error: type[errors.ServiceError], detail: str, headers: dict | None = None) -> dict[int, dict]:

@@ -102,6 +102,16 @@ async def test_bad_request_gets_its_4xx_with_a_json_body(small_client, method, p
     assert ok.status_code == 200
 
 
+async def test_a_413_carries_the_limit_it_went_over_as_data(small_client):
+    items = await small_client.post("/encode", content=npy(np.zeros((65, 784), np.uint8)), headers=NPY)
+    assert items.json()["limit"] == {"name": "max_items_per_request", "value": 64, "got": 65}
+    declared = await small_client.post("/encode", content=b"0" * 70_000, headers={"content-type": "application/json"})
+    assert declared.json()["limit"] == {"name": "max_body_bytes", "value": 65_536, "got": 70_000}
+    chunked = await small_client.post("/encode", content=_chunks())  # no Content-Length: the size is not known
+    assert chunked.json()["limit"] == {"name": "max_body_bytes", "value": 65_536}
+    assert "limit" not in (await small_client.post("/encode", json={"images": []})).json()  # other errors: none
+
+
 async def _fill_encode_queue(client):
     """Holds one batch in the compute thread and fills vae/1's encode queue (bound 4) behind it."""
     gate = block(client)
