@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.compute import Activity, ComputeThread
-from service.errors import Internal, Overloaded, RequestTimeout, Unavailable
+from service.errors import Internal, Overloaded, Timeout, Unavailable
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -147,7 +147,7 @@ class Batcher:
         """Waits for the outputs of the requests put (504 past the timeout), joined in order."""
         try:
             results = [await p.future for p in pendings]
-        except RequestTimeout:
+        except Timeout:
             self._observer.rejected("timeout")
             raise
         finally:
@@ -187,7 +187,7 @@ class Batcher:
                 if p.enqueued_at > cutoff:
                     self._expiry = loop.call_at(p.enqueued_at + timeout_s, self._expire)
                     return
-                error = error or RequestTimeout(f"request waited longer than {timeout_s:g} s")
+                error = error or Timeout(f"request waited longer than {timeout_s:g} s")
                 p.future.set_exception(error)
                 self._release(p)
             unanswered.popleft()

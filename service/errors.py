@@ -81,8 +81,14 @@ class Overloaded(Unavailable):
     type = "overloaded"
 
 
-class RequestTimeout(ServiceError):
+class Timeout(ServiceError):
+    """504: the request waited in its queue past REQUEST_TIMEOUT_S. (408, `request_timeout`, is BodyTimeout: the
+    request itself did not arrive in time. The client package uses the same two names: Timeout, RequestTimeout.)"""
+
     status, type = 504, "timeout"
+
+
+RequestTimeout = Timeout  # its former name here, kept for code written against it; the client's RequestTimeout is 408
 
 
 class BodyTimeout(ServiceError):

@@ -160,13 +160,13 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying"
 AUTH_ERRORS = _error(errors.Unauthorized, "missing or invalid API key; send 'Authorization: Bearer <key>'")
 INFERENCE_ERRORS = {
     **AUTH_ERRORS,
-    **_error(errors.UnknownModel, "model 'vea' is not loaded; loaded models: ae, pca, vae"),
+    **_error(errors.UnknownModel, "model 'ppca' is not loaded; loaded models: ae, pca (kind ppca), vae"),
     **_error(errors.PayloadTooLarge, "2000 images exceed the limit of 1024 per request"),
     **_error(errors.UnsupportedMediaType, "content type 'text/plain' is not supported"),
     **_error(errors.InvalidInput, "each of the images must be 784 numbers or 28 rows of 28 numbers"),
     **_error(errors.Internal, "internal"),
     **_error(errors.Overloaded, "queue full (65536 items waiting, bound 65536); retry later", _RETRY_AFTER),
-    **_error(errors.RequestTimeout, "request waited longer than 10 s"),
+    **_error(errors.Timeout, "request waited longer than 10 s"),
 }
 
 

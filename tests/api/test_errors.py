@@ -112,6 +112,12 @@ async def test_a_413_carries_the_limit_it_went_over_as_data(small_client):
     assert "limit" not in (await small_client.post("/encode", json={"images": []})).json()  # other errors: none
 
 
+async def test_a_kind_used_as_a_model_name_gets_a_404_that_names_the_model_serving_it(small_client):
+    r = await small_client.post("/encode?model=ppca", json={"images": ONE})
+    assert r.status_code == 404 and r.json()["type"] == "unknown_model"
+    assert r.json()["detail"] == "model 'ppca' is not loaded; loaded models: ae, pca (kind ppca), vae"
+
+
 async def _fill_encode_queue(client):
     """Holds one batch in the compute thread and fills vae/1's encode queue (bound 4) behind it."""
     gate = block(client)

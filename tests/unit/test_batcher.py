@@ -11,7 +11,7 @@ import pytest
 
 from service.batcher import BatchConfig, Batcher
 from service.compute import Activity, ComputeThread
-from service.errors import Internal, Overloaded, RequestTimeout
+from service.errors import Internal, Overloaded, Timeout
 from tests.helpers import until
 
 pytestmark = pytest.mark.anyio
@@ -132,10 +132,10 @@ async def test_batches_never_exceed_max_batch_size(make):
 async def test_request_waiting_past_its_timeout_gets_504(make):
     batcher, fake, _ = make(timeout_s=0.05)
     held = await hold_compute(batcher, fake)
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await asyncio.wait_for(batcher.submit(rows(1)), 10)
     fake.gate.set()
-    with pytest.raises(RequestTimeout):  # the held request also outlived its timeout
+    with pytest.raises(Timeout):  # the held request also outlived its timeout
         await held
     out, _ = await asyncio.wait_for(batcher.submit(rows(1)), 10)  # the loop still serves
     np.testing.assert_array_equal(out, rows(1) * 2)
@@ -197,11 +197,11 @@ async def test_abandoned_and_timed_out_requests_free_their_queue_room_at_once(ma
     await asyncio.sleep(0)
     assert batcher.queued_items == 0
     accepted = batcher.put(rows(8, 100))  # the whole bound is available again
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await asyncio.wait_for(batcher.result(accepted), 10)
     assert batcher.queued_items == 0  # expired while queued: its room is free before any batch ran
     fake.gate.set()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await held
     assert fake.batches == [1]  # neither the abandoned nor the expired rows ever ran
 
@@ -213,16 +213,16 @@ async def test_one_timer_expires_requests_in_order_of_arrival(make):
     await asyncio.sleep(0.2)
     late = batcher.put(rows(20))  # three chunks of max_batch_size 8
     loop = asyncio.get_running_loop()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await asyncio.wait_for(batcher.result(early), 10)
     assert not any(p.future.done() for p in late)  # its own deadline is 0.2 s later
     start = loop.time()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await asyncio.wait_for(batcher.result(late), 10)
     assert loop.time() - start >= 0.1
     assert all(p.future.done() for p in late) and batcher.queued_items == 0
     fake.gate.set()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await held
     out, _ = await asyncio.wait_for(batcher.submit(rows(1)), 10)  # answered requests leave no timer behind
     np.testing.assert_array_equal(out, rows(1) * 2)
