@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import statistics
 import time
@@ -35,10 +36,13 @@ _SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "me
 
 
 def use_fastapis_handler(app) -> int:
-    """Gives every RequestRoute of the app FastAPI's own handler (what the service did before RequestRoute)."""
+    """Gives every RequestRoute of the app FastAPI's own handler (what the service did before RequestRoute). The
+    route objects are shared by every app built in the process (they belong to the routers of service.routes and
+    friends), so this app gets copies."""
     swapped = 0
-    for route in app.router.routes:
+    for i, route in enumerate(app.router.routes):
         if isinstance(route, RequestRoute):
+            route = app.router.routes[i] = copy.copy(route)
             route.app = request_response(APIRoute.get_route_handler(route))
             swapped += 1
     return swapped
