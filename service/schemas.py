@@ -47,7 +47,7 @@ class ReconstructRequest(BaseModel):
 
 
 class SampleRequest(BaseModel):
-    model_config = _example(count=16, seed=0)
+    model_config = _example(count=SAMPLE_COUNT, seed=0)
     count: int = Field(SAMPLE_COUNT, ge=MIN_ITEMS,
                        description="how many draws, at most MAX_ITEMS_PER_REQUEST (the protocol's name)")
     n: int | None = Field(None, ge=MIN_ITEMS, description="the same as count (its earlier name, still accepted)")
