@@ -34,7 +34,8 @@ RUN pip install --no-deps . \
     && find "$VIRTUAL_ENV" -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
     && pip uninstall --yes pip
 
-# The `train` extra (Pyro, plotting) on top of the runtime venv, from its own lock (the runtime lock plus the extra).
+# The `train` extra (Pyro, torchvision, plotting) on top of the runtime venv, from its own lock (the runtime lock plus
+# the extra).
 # pip is gone from this venv, so the base image's pip installs into it.
 FROM builder AS train-builder
 RUN /usr/local/bin/python -m pip --python "$VIRTUAL_ENV/bin/python" install --require-hashes --no-deps \

@@ -21,7 +21,6 @@ from bench import artifacts, bodies, machine, report
 from bench.server import Server
 
 N_IMAGES = 10_000
-TARGET = 0.8
 CONCURRENCY = 4  # requests in flight, for both: enough to keep a one-core server busy
 SERVICE_APP = "service.app:app"
 
@@ -87,17 +86,6 @@ def measure(app: str, env: dict[str, str], cores: machine.CoreSplit, rounds: int
     return result
 
 
-def checks(result: dict | None) -> list[dict]:
-    """The target as a row of bench.report's checks table; none when the run did not measure it."""
-    if not result:
-        return []
-    client, bulk = statistics.median(result["client_images_per_s"]), statistics.median(result["bulk_images_per_s"])
-    return [{"target": f"Client.encode of {result['images']:,} images: images/s >= {TARGET:.1f} x bulk .npy /encode",
-             "measured": f"{client:,.0f} vs {bulk:,.0f}/s = {result['ratio']:.2f} x (median of {result['rounds']} "
-                         f"alternating rounds, c={result['concurrency']})",
-             "passed": result["ratio"] >= TARGET}]
-
-
 def _figures(values: list[float]) -> str:
     return ", ".join(f"{x:,.0f}" for x in values)
 
@@ -119,7 +107,7 @@ def section(result: dict, cores: machine.CoreSplit) -> str:
         (f"- CPU of the measuring process per pass (median): bulk {result['bulk_cpu_s'] * 1000:.0f} ms, "
          f"Client.encode {result['client_cpu_s'] * 1000:.0f} ms (what the client itself adds, whatever the noise)."),
         "",
-        report.checks_table(checks(result)),
+        report.checks_table(report.client_checks(result)),
         "",
     ]
     return "\n".join(lines)
@@ -140,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.benchmarks_md:
         report.write_section(args.benchmarks_md, "client", text)
-    return 0 if checks(result)[0]["passed"] else 1
+    return 0 if report.client_checks(result)[0]["passed"] else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+import lvm
 from bench.bodies import max_json_body, mnist_test_images, npy_bytes
 
 NPY = "application/x-npy"
@@ -139,7 +140,7 @@ class VersionDrops:
             shutil.rmtree(self.added)
             done, self.added = f"removed vae/{self.added.name}", None
             return done
-        versions = sorted(int(p.name) for p in self.vae.iterdir() if p.name.isascii() and p.name.isdigit())
+        versions = sorted(v for p in self.vae.iterdir() if (v := lvm.parse_version(p.name)) is not None)
         self.added = self._add(versions[-1])
         return f"added {self.label}/{self.added.name}"
 

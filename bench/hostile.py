@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from service.device import Placement
 from service.metrics import Metrics
 from service.registry import Registry
 from service.runtime import Runtime
+from service.settings import Settings
 
 HOSTILE = {
     "latent_dim 30000": lambda a: a.update(latent_dim=30000),
@@ -65,7 +67,7 @@ async def main() -> int:
     activity = Activity()
     compute = ComputeThread(activity)
     registry = Registry(root, "vae", Runtime(Placement(torch.device("cpu")), compute, activity,
-                                             BatchConfig(max_batch_size=8), Metrics()))
+                                             replace(BatchConfig.from_settings(Settings(artifacts_dir=root)), max_batch_size=8), Metrics()))
     failed = 0
     try:
         torch.manual_seed(0)

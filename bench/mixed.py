@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ from bench import artifacts, bodies, machine
 from bench.report import add_run_options, checks_table, publish
 from bench.scenarios import JSON, NPY
 from bench.server import REPO, Server
-from bench.wrk import run_wrk
+from bench.wrk import Load, run_wrk
 
 BULK_CLIENTS = 16
 BURST = 96
@@ -81,18 +81,20 @@ def mixed(served: Path, cores, files: dict[str, Path], rounds: int, round_s: flo
     alone, together, single, control, probes = [], [], [], [], []
     with Server("service.app:app", cores, env={"LATENTSERVE_ARTIFACTS_DIR": str(served), **env}) as server:
         url = server.url + "/encode"
-        run_wrk(url, files["images1024_npy"], BULK_CLIENTS, 2, cores, content_type=NPY)  # warm-up, not kept
+        bulk_load = Load(url, files["images1024_npy"], BULK_CLIENTS, round_s, content_type=NPY)
+        single_load = Load(url, files["image_json"], 1, round_s, content_type=JSON)
+        run_wrk(replace(bulk_load, duration_s=2), cores)  # warm-up, not kept
         for r in range(rounds):
-            bulk = run_wrk(url, files["images1024_npy"], BULK_CLIENTS, round_s, cores, content_type=NPY)
+            bulk = run_wrk(bulk_load, cores)
             alone.append(bulk.req_per_s * bodies.N_BULK)
-            thread, side = _beside(lambda: run_wrk(url, files["image_json"], 1, round_s, cores, content_type=JSON))
-            bulk = run_wrk(url, files["images1024_npy"], BULK_CLIENTS, round_s, cores, content_type=NPY)
+            thread, side = _beside(lambda: run_wrk(single_load, cores))
+            bulk = run_wrk(bulk_load, cores)
             thread.join()
             together.append(bulk.req_per_s * bodies.N_BULK)
             single.append(side["result"])
             rate = max(single[-1].req_per_s, 1.0)
             thread, side = _beside(lambda rate=rate: paced(server.url + "/healthz", rate, round_s, cores))
-            bulk = run_wrk(url, files["images1024_npy"], BULK_CLIENTS, round_s, cores, content_type=NPY)
+            bulk = run_wrk(bulk_load, cores)
             thread.join()
             control.append(bulk.req_per_s * bodies.N_BULK)
             probes.append(side["result"])

@@ -25,7 +25,7 @@ from bench.bodies import mnist_test_images, npy_bytes
 from bench.metrics import bucket_quantile, fetch, histogram_buckets
 from bench.report import add_run_options, checks_table, publish
 from bench.server import Server
-from bench.wrk import run_wrk
+from bench.wrk import Load, run_wrk
 
 
 def _probe(client: httpx.Client, body: bytes, until, pause_s: float) -> list[dict]:
@@ -76,9 +76,9 @@ def overload(args) -> dict:
             box = {}
 
             def load():
-                box["wrk"] = run_wrk(server.url + "/encode", body_file, args.connections, args.phase, cores,
-                                     content_type="application/x-npy", script="overload.lua",
-                                     server_cpu_s=server.cpu_s)
+                load = Load(server.url + "/encode", body_file, args.connections, args.phase,
+                            content_type="application/x-npy", script="overload.lua")
+                box["wrk"] = run_wrk(load, cores, server_cpu_s=server.cpu_s)
 
             thread = threading.Thread(target=load)
             before = _server_latency(server.url)

@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import artifacts, bodies, machine
@@ -16,7 +16,7 @@ from bench import client as client_bench
 from bench.metrics import ScenarioMeter
 from bench.scenarios import BY_NAME, FLOORS, PAIRS, SCENARIOS, Scenario, probe
 from bench.server import REPO, Server
-from bench.wrk import run_wrk
+from bench.wrk import Load, run_wrk
 
 SERVICE_APP = "service.app:app"
 FLOOR_APP = "bench.floor:app"
@@ -94,15 +94,14 @@ def _serve_and_measure(app: str, env: dict, scenarios: list[Scenario], batching:
         for scenario in scenarios:
             answer = probe(server.url, scenario, body_files[scenario.body].read_bytes())
             for c in cfg.concurrency:
-                kw = dict(content_type=scenario.content_type, accept=scenario.accept, headers=scenario.headers)
-                url = server.url + scenario.path
+                load = Load(server.url + scenario.path, body_files[scenario.body], c, cfg.duration_s,
+                            content_type=scenario.content_type, accept=scenario.accept, headers=scenario.headers)
                 if cfg.warmup_s > 0:
-                    run_wrk(url, body_files[scenario.body], c, cfg.warmup_s, cores, **kw)
+                    run_wrk(replace(load, duration_s=cfg.warmup_s), cores)
                 meter = ScenarioMeter(server.url) if app != FLOOR_APP else None
                 if meter:
                     meter.start()
-                result = run_wrk(url, body_files[scenario.body], c, cfg.duration_s, cores,
-                                 server_cpu_s=server.cpu_s, **kw)
+                result = run_wrk(load, cores, server_cpu_s=server.cpu_s)
                 mean_batch, statuses = meter.stop() if meter else (None, {})
                 row = {"scenario": scenario.name, "title": scenario.title, "batching": batching,
                        "items": scenario.items, "images_per_s": result.req_per_s * scenario.items,
@@ -131,8 +130,9 @@ def _paired_on_off(served: Path, cores, body_files, cfg: RunConfig) -> dict:
             rates = {"on": [], "off": []}
             for round_ in range(cfg.paired_rounds + 1):  # round 0 warms both up and is not kept
                 for batching, server in servers.items():
-                    result = run_wrk(server.url + scenario.path, body_files[scenario.body], c, cfg.paired_round_s,
-                                     cores, content_type=scenario.content_type)
+                    load = Load(server.url + scenario.path, body_files[scenario.body], c, cfg.paired_round_s,
+                                content_type=scenario.content_type)
+                    result = run_wrk(load, cores)
                     if round_:
                         rates[batching].append(result.req_per_s)
             on_rate, off_rate = statistics.median(rates["on"]), statistics.median(rates["off"])
@@ -155,8 +155,9 @@ def _paired_protocol(served: Path, cores, body_files, cfg: RunConfig) -> dict:
             for round_ in range(cfg.paired_rounds + 1):  # round 0 warms up and is not kept
                 for name in rates:
                     s = BY_NAME[name]
-                    result = run_wrk(server.url + s.path, body_files[s.body], pair.concurrency, cfg.paired_round_s,
-                                     cores, content_type=s.content_type, accept=s.accept, headers=s.headers)
+                    load = Load(server.url + s.path, body_files[s.body], pair.concurrency, cfg.paired_round_s,
+                                content_type=s.content_type, accept=s.accept, headers=s.headers)
+                    result = run_wrk(load, cores)
                     if round_:
                         rates[name].append(result.req_per_s * s.items)
             mine, theirs = statistics.median(rates[pair.scenario]), statistics.median(rates[pair.reference])

@@ -22,6 +22,8 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -128,16 +130,34 @@ async def _reloader(client, deadline, every_s, rotation, stats, log, hostile=Non
             stats.conn_errors[f"admin-reload: {type(exc).__name__}"] += 1
 
 
-async def _phase(url, cases, weights, seconds, concurrency, stats, record, reload_every_s=None, rotation=None,
-                 log=print, hostile=None, rss=None) -> float:
-    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
+@dataclass(frozen=True)
+class Phase:
+    """One phase of traffic: `concurrency` workers drawing `cases` by `weights` for `seconds` (`record`: counted in
+    the stats), a reload every `reload_every_s` that rotates or plants hostile versions, and with `rss` (a callable
+    reading the server's RSS) the hostile clients."""
+
+    url: str
+    cases: list[Case]
+    weights: list[float]
+    seconds: float
+    concurrency: int
+    record: bool
+    reload_every_s: float | None = None
+    rotation: Rotation | None = None
+    hostile: edges.HostileArtifacts | None = None
+    rss: Callable[[], int] | None = None
+
+
+async def _phase(phase: Phase, stats, log=print) -> float:
+    url, seconds, rss = phase.url, phase.seconds, phase.rss
+    limits = httpx.Limits(max_connections=phase.concurrency + 2, max_keepalive_connections=phase.concurrency + 2)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
         t0 = time.monotonic()
         deadline = t0 + seconds
-        tasks = [_worker(client, cases, weights, deadline, t0, stats, random.Random(i), record)
-                 for i in range(concurrency)]
-        if reload_every_s:
-            tasks.append(_reloader(client, deadline, reload_every_s, rotation, stats, log, hostile))
+        tasks = [_worker(client, phase.cases, phase.weights, deadline, t0, stats, random.Random(i), phase.record)
+                 for i in range(phase.concurrency)]
+        if phase.reload_every_s:
+            tasks.append(_reloader(client, deadline, phase.reload_every_s, phase.rotation, stats, log, phase.hostile))
         if rss:  # the hostile clients; bursts stop early, so that the end's RSS is read after the last one
             auth, e = {"Authorization": f"Bearer {API_KEY}"}, stats.edges
             # Their own client, without keep-alive: a burst's connections would sit idle past the server's
@@ -180,7 +200,7 @@ def soak(args) -> dict:
         weights = [0.9 / len(valid)] * len(valid) + [0.1 / len(bad)] * len(bad)
         log(f"[soak] {cores.describe()}; {desc}; models {models}; {len(valid)} valid and {len(bad)} malformed cases")
         warm = Stats()
-        asyncio.run(_phase(server.url, cases, weights, args.warmup, args.concurrency, warm, record=False))
+        asyncio.run(_phase(Phase(server.url, cases, weights, args.warmup, args.concurrency, record=False), warm))
         rss_warm = server.rss_bytes()
         cpu0, proc0, wall0 = server.cpu_s(), time.process_time(), time.monotonic()
         stats = Stats()
@@ -196,8 +216,8 @@ def soak(args) -> dict:
             rotation = Rotation(root) if args.rotate else None
             hostile = edges.HostileArtifacts(root) if args.hostile_artifacts else None
             await asyncio.gather(
-                _phase(server.url, cases, weights, args.duration, args.concurrency, stats, True,
-                       args.reload_every, rotation, log, hostile, server.rss_bytes if args.hostile else None),
+                _phase(Phase(server.url, cases, weights, args.duration, args.concurrency, True, args.reload_every,
+                             rotation, hostile, server.rss_bytes if args.hostile else None), stats, log),
                 sample_rss())
 
         asyncio.run(main_phase())

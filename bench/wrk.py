@@ -49,24 +49,38 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(url: str, body: Path, concurrency: int, duration_s: float, cores: CoreSplit,
-            content_type: str = "application/json", accept: str | None = None, auth: str | None = None,
-            server_cpu_s=None, script: str = "post.lua", timeout_s: float = 10.0,
-            headers: tuple[tuple[str, str], ...] = ()) -> LoadResult:
-    """Closed loop: `concurrency` connections, each sending its next request when the last answer arrives.
+@dataclass(frozen=True)
+class Load:
+    """What wrk sends: `body` POSTed to `url` over `concurrency` connections for `duration_s`, with these headers,
+    by the Lua `script` (bench/lua)."""
+
+    url: str
+    body: Path
+    concurrency: int
+    duration_s: float
+    content_type: str = "application/json"
+    accept: str | None = None
+    auth: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    script: str = "post.lua"
+    timeout_s: float = 10.0
+
+
+def run_wrk(load: Load, cores: CoreSplit, server_cpu_s=None) -> LoadResult:
+    """Closed loop: `load.concurrency` connections, each sending its next request when the last answer arrives.
 
     `server_cpu_s` (a callable giving the server's CPU seconds so far) turns into the server's core utilisation.
     """
     exe = wrk_path()
     if exe is None:
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
-    threads = max(1, min(concurrency, len(cores.load) or 1, 4))
-    seconds = max(1, round(duration_s))
-    cmd = [*cores.taskset("load"), exe, "-c", str(concurrency), "-t", str(threads), "-d", f"{seconds}s",
-           "--timeout", f"{timeout_s:.0f}s", "-s", str(LUA_DIR / script), url]
-    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type,
-           "BENCH_ACCEPT": accept or "", "BENCH_AUTH": auth or "",
-           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers)}
+    threads = max(1, min(load.concurrency, len(cores.load) or 1, 4))
+    seconds = max(1, round(load.duration_s))
+    cmd = [*cores.taskset("load"), exe, "-c", str(load.concurrency), "-t", str(threads), "-d", f"{seconds}s",
+           "--timeout", f"{load.timeout_s:.0f}s", "-s", str(LUA_DIR / load.script), load.url]
+    env = {**os.environ, "BENCH_BODY": str(load.body), "BENCH_CONTENT_TYPE": load.content_type,
+           "BENCH_ACCEPT": load.accept or "", "BENCH_AUTH": load.auth or "",
+           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in load.headers)}
     cpu0 = server_cpu_s() if server_cpu_s else None
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -31,7 +31,7 @@ REQUESTS = {"encode": {"images": [PIXELS]}, "decode": {"latents": [[0.0, 0.0]]},
 FORBIDDEN = [
     (r"(^|/)\.git(/|$)", "a git checkout"),
     (r"^/app/tests(/|$)|^/src(/|$)", "the repository's tests or the build folder"),
-    (r"/site-packages/(_?pytest|hadolint|pyro|matplotlib|kubernetes_validate|check_jsonschema|uv)(/|[-_.]|$)",
+    (r"/site-packages/(_?pytest|hadolint|pyro|matplotlib|torchvision|kubernetes_validate|check_jsonschema|uv)(/|[-_.]|$)",
      "a dev or train tool"),
     (r"/bin/(pytest|hadolint|uv)$", "a dev tool"),
     (r"^/opt/venv/(bin/pip|lib/python3[.0-9]*/site-packages/pip(/|-))", "pip in the app's venv (installs nothing)"),

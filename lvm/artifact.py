@@ -1,5 +1,6 @@
 """The artifact format, the one contract between training and the service: write (atomic, next free version), read,
-verify. Nothing else does I/O on artifacts.
+verify. The optional files have modules of their own (lvm.embedding, lvm.reports, lvm.staging for the folder being
+written); nothing outside lvm/ does I/O on artifacts.
 
     <root>/<name>/<version>/manifest.json        format version, kind, architecture, provenance, SHA-256 per file
     <root>/<name>/<version>/weights.safetensors  every tensor the model needs (no pickle)

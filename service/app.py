@@ -1,11 +1,14 @@
 """`create_app(settings)`: the FastAPI app, its middlewares and the lifespan that loads, warms and drains.
 
-Building the app loads nothing; models load in the lifespan (in the background: /readyz says when they are warm).
+Building the app loads nothing and touches nothing process-wide (signals, threads, the collector): those belong to
+the serving process (service.__main__). Importing this module builds no app; `service.app:app` (uvicorn's command
+line) is the serving process's app, built on first access.
 """
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 
@@ -14,9 +17,10 @@ from service.auth import AuthMiddleware, declare_bearer
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
 from service.oip_errors import ProtocolErrorMiddleware
-from service.runtime import freeze_heap, tune_process
 from service.settings import Settings
-from service.state import ServiceState, hook_signals, unhook_signals
+from service.state import ServiceState
+
+ProcessEffects = Callable[[ServiceState], AbstractAsyncContextManager]
 
 DESCRIPTION = """Probabilistic PCA, an autoencoder and a VAE of MNIST digits, served with dynamic batching.
 
@@ -27,31 +31,26 @@ Every error is JSON: `{"detail": ..., "type": ...}`; under /v2 (the Open Inferen
 protocol models) it is the protocol's `{"error": ...}`."""
 
 
-def create_app(settings: Settings | None = None, serving_process: bool = False) -> FastAPI:
-    """The app; with `serving_process` (the module's `app`, which `python -m service` and `uvicorn service.app:app`
-    serve) its lifespan also tunes the process once, and freezes the heap after the first load. Test apps do not."""
+def create_app(settings: Settings | None = None, process: ProcessEffects | None = None) -> FastAPI:
+    """The app. `process(state)`, when given, is entered once the state has started and left before it stops: the
+    serving process passes its process-wide effects (service.__main__.serving_process); test apps pass none."""
     settings = settings or Settings()
     state = ServiceState(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if serving_process:
-            tune_process(settings.torch_threads)
         await state.start()
-        if serving_process:
-            state.initial_load.add_done_callback(lambda _: freeze_heap())
-        previous = hook_signals(state)
         try:
-            yield
+            async with process(state) if process else nullcontext():
+                yield
         finally:
-            unhook_signals(previous)
             await state.stop()
 
     # FastAPI's built-in OpenTelemetry hooks are off: the service exports its own Prometheus metrics, and the hooks'
-    # per-request check of the global providers cost about 7% of single-image throughput (measured in-process).
+    # per-request check of the global providers cost single-image throughput (BENCHMARKS.md, "Figures behind").
     telemetry = {"tracing": False, "metrics": False, "logs": False}
     # The routes go straight into the app's router: FastAPI's include_router() wraps them in a router of its own
-    # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
+    # whose per-request matching was a measurable share of a single-image /encode (BENCHMARKS.md). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   telemetry=telemetry, routes=routes.router.routes + oip.router.routes + pages.router.routes)
@@ -68,4 +67,12 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
     return app
 
 
-app = create_app(serving_process=True)
+def __getattr__(name: str) -> FastAPI:
+    """`service.app:app` for `uvicorn service.app:app` and the benchmarks: the serving process's app, built (with its
+    process-wide effects) on first access rather than as a side effect of importing this module."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from service.__main__ import serving_app  # the entry point imports this module: import it only when asked
+
+    globals()["app"] = app = serving_app()
+    return app

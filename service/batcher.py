@@ -13,11 +13,15 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.compute import Activity, ComputeThread
-from service.errors import Internal, Overloaded, RequestTimeout, Unavailable
+from service.errors import Internal, Overloaded, Timeout, Unavailable
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 __all__ = ["BatchConfig", "BatchObserver", "Batcher", "Pending"]
 
@@ -44,11 +48,18 @@ class Pending:
 
 @dataclass(frozen=True)
 class BatchConfig:
-    max_batch_size: int = 256
-    max_delay_s: float = 0.002
-    max_queue_items: int = 65536
-    timeout_s: float = 10.0
-    max_pass_s: float = 0.0  # read at warm-up to pick each queue's max_batch_size (service.models); 0: no bound
+    """The batching settings in the batcher's units; no defaults of its own: they are the Settings' (`from_settings`)."""
+
+    max_batch_size: int
+    max_delay_s: float
+    max_queue_items: int
+    timeout_s: float
+    max_pass_s: float  # read at warm-up to pick each queue's max_batch_size (service.models); 0: no bound
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> BatchConfig:
+        return cls(s.max_batch_size, s.max_batch_delay_ms / 1000.0, s.max_queue_items, s.request_timeout_s,
+                   s.max_pass_ms / 1000.0)
 
 
 class BatchObserver:
@@ -79,8 +90,8 @@ class Batcher:
         self._compute, self._activity = compute, activity
         self._observer = observer or BatchObserver()
         self._queue: deque[Pending] = deque()
-        # Every unanswered chunk, oldest first, and the one timer that expires them: a timer per request cost 6 us
-        # of a single-image request (measured in-process), and requests are answered roughly in arrival order.
+        # Every unanswered chunk, oldest first, and the one timer that expires them: a timer per request was a
+        # measurable share of a single-image request (BENCHMARKS.md), and requests are answered roughly in order.
         self._unanswered: deque[Pending] = deque()
         self._expiry: asyncio.TimerHandle | None = None
         self.queued_items = 0
@@ -136,7 +147,7 @@ class Batcher:
         """Waits for the outputs of the requests put (504 past the timeout), joined in order."""
         try:
             results = [await p.future for p in pendings]
-        except RequestTimeout:
+        except Timeout:
             self._observer.rejected("timeout")
             raise
         finally:
@@ -176,7 +187,7 @@ class Batcher:
                 if p.enqueued_at > cutoff:
                     self._expiry = loop.call_at(p.enqueued_at + timeout_s, self._expire)
                     return
-                error = error or RequestTimeout(f"request waited longer than {timeout_s:g} s")
+                error = error or Timeout(f"request waited longer than {timeout_s:g} s")
                 p.future.set_exception(error)
                 self._release(p)
             unanswered.popleft()

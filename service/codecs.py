@@ -14,6 +14,7 @@ import math
 import random
 import re
 
+import mimeparse
 import numpy as np
 import orjson
 from PIL import Image
@@ -35,11 +36,14 @@ _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
 _SIXTEEN_BIT_GREY = frozenset(("I;16", "I;16B", "I;16L", "I"))
 
 
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, lower case and without parameters ("" when missing or empty)."""
+    return "" if content_type is None else content_type.split(";", 1)[0].strip().lower()
+
+
 def body_format(content_type: str | None) -> str:
     """'json' or 'npy' from the Content-Type header (missing means JSON); anything else is a 415."""
-    if content_type is None:
-        return "json"
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     if media == JSON or media == "":
         return "json"
     if media == NPY:
@@ -47,19 +51,21 @@ def body_format(content_type: str | None) -> str:
     raise UnsupportedMediaType(f"content type {media!r} is not supported; send {JSON} or {NPY}")
 
 
+# What a reply can be, JSON last: python-mimeparse gives ties to the last entry, so `*/*` or equal q-values get JSON.
+_OFFERED = (PNG, NPY, JSON)
+_FORMATS = {PNG: "png", NPY: "npy", JSON: "json"}
+
+
 def reply_format(accept: str | None) -> str:
-    """'json', 'png' or 'npy': the first of the types we offer that the Accept header names (JSON by default)."""
+    """'json', 'png' or 'npy': the offered type the Accept header rates highest (q-values, wildcards and specificity
+    by python-mimeparse); JSON when none is acceptable or the header cannot be parsed (406 is not used)."""
     if not accept or accept == JSON or accept == "*/*":
         return "json"
-    for part in accept.split(","):
-        media = part.split(";", 1)[0].strip().lower()
-        if media == NPY:
-            return "npy"
-        if media == PNG:
-            return "png"
-        if media in (JSON, "application/*", "*/*"):
-            return "json"
-    return "json"
+    try:
+        best = mimeparse.best_match(_OFFERED, accept.lower())  # media types are case-insensitive
+    except (mimeparse.MimeTypeParseException, ValueError):
+        return "json"
+    return _FORMATS.get(best, "json")
 
 
 def load_json(body: bytes) -> dict:
@@ -75,7 +81,8 @@ def load_json(body: bytes) -> dict:
 
 def check_count(n: int, max_items: int, what: str) -> None:
     if n > max_items:
-        raise PayloadTooLarge(f"{n} {what} exceed the limit of {max_items} per request")
+        raise PayloadTooLarge(f"{n} {what} exceed the limit of {max_items} per request", "max_items_per_request",
+                              max_items, n)
     if n < MIN_ITEMS:
         raise InvalidInput(f"send at least one of the {what}")
 

@@ -62,8 +62,8 @@ class _Arrival:
 class ComputeThread:
     """The one thread that runs forward passes on a device, so torch never runs on the event loop.
 
-    A bare thread and queue rather than a ThreadPoolExecutor: half the hand-off cost (measured 18 vs 37 us per call),
-    which a lone request pays in full.
+    A bare thread and queue rather than a ThreadPoolExecutor: half the hand-off cost (BENCHMARKS.md, "Figures
+    behind"), which a lone request pays in full.
     """
 
     _STOP = object()

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from service.codecs import ascii_digits
+
 log = logging.getLogger("service.device")
 
 
@@ -33,7 +35,7 @@ def resolve_device(spec: str, cuda_available: bool | None = None, cuda_count: in
         if not available:
             raise DeviceError(f"device {spec!r} requested but CUDA is not available; set LATENTSERVE_DEVICE=cpu or auto")
         index_text = spec.partition(":")[2] or "0"
-        if not (index_text.isascii() and index_text.isdigit()):
+        if not ascii_digits(index_text):
             raise DeviceError(f"device {spec!r} is not of the form cuda:N")
         count = torch.cuda.device_count() if cuda_count is None else cuda_count
         if int(index_text) >= count:
@@ -57,7 +59,7 @@ def flush_denormals() -> bool:
     """Subnormal floats to zero on the calling thread (the compute thread calls it once, as it starts).
 
     Softplus of a strongly negative pre-activation is a subnormal float, which x86 cores handle in microcode: with
-    them, the committed VAE's decoder ran at half speed (858 against 451 us for a batch of 32, measured on one core).
+    them, the committed VAE's decoder ran at half speed (BENCHMARKS.md, "Figures behind").
     Values below 1.2e-38 become 0: every operation of the three committed models gave bit-identical outputs on the
     10,000 MNIST test images with and without it. Returns False where the CPU cannot (torch then leaves it alone).
     """

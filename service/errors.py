@@ -49,7 +49,14 @@ class MethodNotAllowed(ServiceError):
 
 
 class PayloadTooLarge(ServiceError):
+    """413. The body also carries the limit as data, `"limit": {"name": <setting>, "value": n, "got": m}` (`got` when
+    known), so that a client can split its request without reading the detail's prose."""
+
     status, type = 413, "payload_too_large"
+
+    def __init__(self, detail: str, name: str, value: int, got: int | None = None) -> None:
+        super().__init__(detail)
+        self.limit = {"name": name, "value": value, **({"got": got} if got is not None else {})}
 
 
 class UnsupportedMediaType(ServiceError):
@@ -76,8 +83,14 @@ class Overloaded(Unavailable):
     type = "overloaded"
 
 
-class RequestTimeout(ServiceError):
+class Timeout(ServiceError):
+    """504: the request waited in its queue past REQUEST_TIMEOUT_S. (408, `request_timeout`, is BodyTimeout: the
+    request itself did not arrive in time. The client package uses the same two names: Timeout, RequestTimeout.)"""
+
     status, type = 504, "timeout"
+
+
+RequestTimeout = Timeout  # its former name here, kept for code written against it; the client's RequestTimeout is 408
 
 
 class BodyTimeout(ServiceError):
@@ -101,7 +114,11 @@ class ClientClosedRequest(ServiceError):
 
 
 def error_body(exc: ServiceError) -> bytes:
-    return orjson.dumps({"detail": exc.detail, "type": exc.type})
+    body = {"detail": exc.detail, "type": exc.type}
+    limit = getattr(exc, "limit", None)
+    if limit is not None:
+        body["limit"] = limit
+    return orjson.dumps(body)
 
 
 def error_response(exc: ServiceError) -> Response:

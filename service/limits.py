@@ -32,7 +32,9 @@ class BodyLimitMiddleware:
         self.budget = budget
 
     def _too_large(self, size: int | str) -> PayloadTooLarge:
-        return PayloadTooLarge(f"body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes")
+        """`size`: the declared length, or "more than N" for a body without one (then no `got`)."""
+        return PayloadTooLarge(f"body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes",
+                               "max_body_bytes", self.max_body_bytes, size if isinstance(size, int) else None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -19,13 +19,23 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import BatchObserver
+from service.errors import (
+    BodyTimeout,
+    ClientClosedRequest,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-# Client errors counted as rejections, by status; queue_full and timeout come from the batchers.
-_REJECTION_REASONS = {401: "unauthorized", 404: "not_found", 408: "body_timeout", 413: "too_large",
-                      415: "unsupported_media_type", 422: "invalid", 499: "client_closed"}
+# Client errors counted as rejections by status, under their error types; queue_full, timeout and body_budget (finer
+# reasons of 503 and 504) come from the batchers and the body budget.
+_REJECTION_REASONS = {error.status: error.type for error in (
+    Unauthorized, NotFound, BodyTimeout, PayloadTooLarge, UnsupportedMediaType, InvalidInput, ClientClosedRequest)}
 _OP_LABELS = ("model", "version", "operation")
 
 

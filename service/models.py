@@ -91,8 +91,8 @@ class ServedModel:
         thread, so the batches of versions already serving go between them rather than waiting for all of them.
 
         On the CPU a pass is timed in the compute thread's own CPU time: a reload under load shares the core with the
-        event loop, and wall time would then pick smaller batches (measured: 64 instead of 128 for the VAE's
-        reconstruct while single-image /encode kept the core busy). On CUDA the pass waits on the device, so wall time.
+        event loop, and wall time would then pick smaller batches (half the size for the VAE's reconstruct while
+        single-image /encode kept the core busy: BENCHMARKS.md, "Figures behind"). On CUDA the pass waits on the device, so wall time.
         """
         clock = time.thread_time if self.placement.device.type == "cpu" else time.perf_counter
         compute, max_batch_size, max_pass_s = runtime.compute, runtime.config.max_batch_size, runtime.config.max_pass_s

@@ -130,9 +130,7 @@ async def infer(request: Request) -> Response:
 
 def _check_content_type(content_type: str | None) -> None:
     """JSON, or JSON followed by binary tensors (tritonclient sends those with no Content-Type at all)."""
-    if content_type is None:
-        return
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = codecs.media_type(content_type)
     if media not in ("", codecs.JSON, oip_tensors.OCTET_STREAM):
         raise UnsupportedMediaType(f"content type {media!r} is not supported; send {codecs.JSON} or "
                                    f"{oip_tensors.OCTET_STREAM}")

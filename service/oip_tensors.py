@@ -77,7 +77,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
     text = header_length.strip()
-    if not (text.isascii() and text.isdigit()):  # headers arrive as latin-1: "²" is a digit to str.isdigit
+    if not codecs.ascii_digits(text):
         raise InvalidInput(f"Inference-Header-Content-Length must be a byte count, got {header_length[:32]!r}")
     n = int(text)
     if n > len(body):

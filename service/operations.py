@@ -407,7 +407,8 @@ def _pack_score(served: ServedModel, call: Call, settings: Settings) -> np.ndarr
     work, bound = len(x) * samples, settings.max_score_work
     if work > bound:
         raise PayloadTooLarge(f"{len(x)} images x {samples} samples = {work} exceed the limit of {bound} "
-                              "(images x samples) per request; send fewer images or ask for fewer samples")
+                              "(images x samples) per request; send fewer images or ask for fewer samples",
+                              "max_score_work", bound, work)
     return _score_rows(x, samples, call.params["seed"])
 
 

@@ -49,7 +49,7 @@ class Registry:
         name = name or self.default_model
         versions = self.models.get(name)
         if versions is None:
-            raise UnknownModel(f"model {name[:64]!r} is not loaded; loaded models: {', '.join(sorted(self.models))}")
+            raise self._unknown(name)
         if version is None:
             return versions[max(versions)]
         served = versions.get(version)
@@ -121,12 +121,20 @@ class Registry:
     def _observer(self, served: ServedModel) -> Callable[[str], BatchObserver]:
         return lambda op: self._metrics.batch_observer(served.name, served.version, op)
 
+    def _unknown(self, name: str) -> UnknownModel:
+        """404 naming the loaded models, with each one's kind where the name differs (`pca` serves kind `ppca`)."""
+        loaded = []
+        for model, versions in sorted(self.models.items()):
+            kind = versions[max(versions)].kind
+            loaded.append(model if kind == model else f"{model} (kind {kind})")
+        return UnknownModel(f"model {name[:64]!r} is not loaded; loaded models: {', '.join(loaded)}")
+
     def describe(self, name: str) -> dict:
         """`/models/{name}`: the manifests of its loaded versions and its refused ones."""
         versions = self.models.get(name)
         refused = [asdict(r) for r in self.refused if r.name == name]
         if versions is None and not refused:
-            raise UnknownModel(f"model {name[:64]!r} is not loaded; loaded models: {', '.join(sorted(self.models))}")
+            raise self._unknown(name)
         return {
             "name": name,
             "default_version": max(versions) if versions else None,

@@ -1,18 +1,15 @@
 """What every served version shares at run time, carried as one object (`Runtime`), and the process-wide tuning a
-serving process applies once (`tune_process`, `freeze_heap`); building an app in a test tunes nothing."""
+serving process applies once (`tune_process`, `freeze_heap`, called by service.__main__ only)."""
 
 from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from service.batcher import BatchConfig
 from service.compute import Activity, ComputeThread
 from service.device import Placement, configure_threads
-
-if TYPE_CHECKING:  # service.metrics imports the operation names from service.models, which imports this module
-    from service.metrics import Metrics
+from service.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -32,7 +29,7 @@ def tune_process(torch_threads: int) -> int:
     and the cycle collector's thresholds. Returns the thread count."""
     threads = configure_threads(torch_threads)
     # Requests make mostly acyclic garbage that reference counting frees; collect cycles less often than every
-    # 700 allocations (measured: +7% req/s for single-image /encode at concurrency 64).
+    # 700 allocations (it raised single-image /encode's req/s at concurrency 64: BENCHMARKS.md, "Figures behind").
     gc.set_threshold(20_000, 10, 10)
     return threads
 
@@ -40,6 +37,6 @@ def tune_process(torch_threads: int) -> int:
 def freeze_heap() -> None:
     """Once the models are loaded: moves everything alive (modules, models) out of the collector's sight, so full
     collections walk only request garbage instead of hundreds of thousands of long-lived objects (which showed as
-    ~100 ms p99 spikes)."""
+    p99 latency spikes: BENCHMARKS.md, "Figures behind")."""
     gc.collect()
     gc.freeze()

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service import errors
 from service.codecs import MAX_SCORE_SAMPLES, MIN_ITEMS, SAMPLE_COUNT, SCORE_SAMPLES, SEED_LIMIT
 
 # One image: 784 numbers in [0, 1], 28 rows of 28 numbers, or a base64 PNG (28x28, grayscale or colour).
@@ -47,7 +48,7 @@ class ReconstructRequest(BaseModel):
 
 
 class SampleRequest(BaseModel):
-    model_config = _example(count=16, seed=0)
+    model_config = _example(count=SAMPLE_COUNT, seed=0)
     count: int | None = Field(SAMPLE_COUNT, ge=MIN_ITEMS,
                        description="how many draws, at most MAX_ITEMS_PER_REQUEST (the protocol's name)")
     n: int | None = Field(None, ge=MIN_ITEMS, description="the same as count (its earlier name, still accepted)")
@@ -162,41 +163,49 @@ class Status(BaseModel):
     status: str
 
 
+class Limit(BaseModel):
+    name: str = Field(description="the setting: max_items_per_request or max_body_bytes")
+    value: int = Field(description="its value on this server")
+    got: int | None = Field(None, description="what the request had (items or declared bytes), when known")
+
+
 class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     type: str = Field(description="a stable machine-readable kind, e.g. invalid_input")
+    limit: Limit | None = Field(None, description="413 only: the limit the request went over, as data")
 
 
-def _error(status: int, type_: str, detail: str, headers: dict | None = None) -> dict:
+def _error(error: type[errors.ServiceError], detail: str, headers: dict | None = None) -> dict[int, dict]:
+    """The OpenAPI response of one error class (its status and type), with an example detail."""
     response: dict = {
         "model": ErrorBody,
-        "content": {"application/json": {"example": {"detail": detail, "type": type_}}},
+        "content": {"application/json": {"example": {"detail": detail, "type": error.type}}},
     }
     if headers:
         response["headers"] = headers
-    return response
+    return {error.status: response}
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
-AUTH_ERRORS = {401: _error(401, "unauthorized", "missing or invalid API key; send 'Authorization: Bearer <key>'")}
+AUTH_ERRORS = _error(errors.Unauthorized, "missing or invalid API key; send 'Authorization: Bearer <key>'")
 INFERENCE_ERRORS = {
     **AUTH_ERRORS,
-    404: _error(404, "unknown_model", "model 'vea' is not loaded; loaded models: ae, pca, vae"),
-    413: _error(413, "payload_too_large", "2000 images exceed the limit of 1024 per request"),
-    415: _error(415, "unsupported_media_type", "content type 'text/plain' is not supported"),
-    422: _error(422, "invalid_input", "each of the images must be 784 numbers or 28 rows of 28 numbers"),
-    500: _error(500, "internal", "internal"),
-    503: _error(503, "overloaded", "queue full (65536 items waiting, bound 65536); retry later", _RETRY_AFTER),
-    504: _error(504, "timeout", "request waited longer than 10 s"),
+    **_error(errors.UnknownModel, "model 'ppca' is not loaded; loaded models: ae, pca (kind ppca), vae"),
+    **_error(errors.PayloadTooLarge, "2000 images exceed the limit of 1024 per request"),
+    **_error(errors.UnsupportedMediaType, "content type 'text/plain' is not supported"),
+    **_error(errors.InvalidInput, "each of the images must be 784 numbers or 28 rows of 28 numbers"),
+    **_error(errors.Internal, "internal"),
+    **_error(errors.Overloaded, "queue full (65536 items waiting, bound 65536); retry later", _RETRY_AFTER),
+    **_error(errors.Timeout, "request waited longer than 10 s"),
 }
-ADMIN_ERRORS = {415: _error(415, "unsupported_media_type", "admin requests must be sent with Content-Type: "
-                                                         "application/json or an X-Requested-With header")}
+ADMIN_ERRORS = _error(errors.UnsupportedMediaType, "admin requests must be sent with Content-Type: application/json "
+                                                   "or an X-Requested-With header")
 # The explorer's data routes (service/pages.py): a path names the model, version and file.
 PAGE_DATA_ERRORS = {
     **AUTH_ERRORS,
-    404: _error(404, "not_found", "vae/1 has no report file 'x.png'; it has: latent.png"),
-    422: _error(422, "invalid_input", "version must be a positive integer in ASCII digits, got 'x'"),
-    503: _error(503, "unavailable", "the service is starting", _RETRY_AFTER),
+    **_error(errors.NotFound, "vae/1 has no report file 'x.png'; it has: latent.png"),
+    **_error(errors.InvalidInput, "version must be a positive integer in ASCII digits, got 'x'"),
+    **_error(errors.Unavailable, "the service is starting", _RETRY_AFTER),
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -42,16 +44,12 @@ class ServiceState:
     def ready(self) -> bool:
         return self.loaded and not self.draining and self.registry is not None and len(self.registry) > 0
 
-    def batch_config(self) -> BatchConfig:
-        s = self.settings
-        return BatchConfig(s.max_batch_size, s.max_batch_delay_ms / 1000.0, s.max_queue_items, s.request_timeout_s,
-                           s.max_pass_ms / 1000.0)
-
     async def start(self) -> None:
         """Picks the device (refusing to start on a bad one), then loads and warms the artifacts in the background."""
         device = resolve_device(self.settings.device)
         self.compute = ComputeThread(self.activity, name="compute", initializer=flush_denormals)
-        runtime = Runtime(Placement(device), self.compute, self.activity, self.batch_config(), self.metrics)
+        runtime = Runtime(Placement(device), self.compute, self.activity, BatchConfig.from_settings(self.settings),
+                          self.metrics)
         self.registry = Registry(self.settings.artifacts_dir, self.settings.default_model, runtime)
         log.info("latentserve on %s (%d torch threads), artifacts from %s", device, torch.get_num_threads(),
                  self.settings.artifacts_dir)
@@ -92,6 +90,16 @@ class ServiceState:
             await self.registry.close()
         if self.compute is not None:
             await asyncio.to_thread(self.compute.shutdown)
+
+
+@asynccontextmanager
+async def drain_on_signals(state: ServiceState) -> AsyncIterator[None]:
+    """SIGTERM/SIGINT drain `state` first while inside (`hook_signals`), and the handlers before are put back after."""
+    previous = hook_signals(state)
+    try:
+        yield
+    finally:
+        unhook_signals(previous)
 
 
 def hook_signals(state: ServiceState) -> dict:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import io
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -100,3 +103,18 @@ def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(10)
+
+
+async def until(condition: Callable[[], object], timeout_s: float = 10.0, every_s: float = 0.01) -> object:
+    """Polls `condition` (a function, or one returning an awaitable) until its value is true, and returns that value;
+    fails after timeout_s. The one bounded wait on observable state that tests use instead of sleeping."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s:g} s: {condition}")
+        await asyncio.sleep(every_s)

@@ -15,11 +15,12 @@ from tests.helpers import start_server, stop_server
 
 
 @asynccontextmanager
-async def serve(artifacts_dir, **overrides):
-    # max_pass_ms=0: every queue batches up to 64 whatever this machine's speed, so splitting is deterministic.
+async def serve(artifacts_dir, process=None, **overrides):
+    """A started app over `artifacts_dir` with `overrides` of its settings; `process` as in create_app.
+    max_pass_ms=0: every queue batches up to 64 whatever this machine's speed, so splitting is deterministic."""
     settings = Settings(**{"artifacts_dir": artifacts_dir, "max_batch_size": 64, "max_items_per_request": 64,
                            "max_pass_ms": 0, **overrides})
-    app = create_app(settings)
+    app = create_app(settings, process)
     async with app.router.lifespan_context(app):
         await app.state.service.initial_load
         transport = httpx.ASGITransport(app=app)

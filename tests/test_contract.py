@@ -69,10 +69,8 @@ def test_service_serves_what_training_computed(trained, mnist):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                for _ in range(300):  # the service loads and warms its models after startup: wait until it is ready
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                    await asyncio.sleep(0.1)
+                await app.state.service.initial_load  # the service loads and warms its models after startup
+                assert (await client.get("/readyz")).status_code == 200
                 for kind in models:
                     encoded = await client.post(f"/encode?model={kind}", json={"images": x.tolist()})
                     decoded = await client.post(f"/decode?model={kind}", json={"latents": [[0.5, -1.0]]})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import math
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,14 +35,12 @@ from latentserve_client.replies import (
     Reply, join_images, join_posteriors, join_scores, read_images, read_json, read_posterior, read_scores,
 )
 
-# The service's default MAX_ITEMS_PER_REQUEST. The service does not publish its limit, so a client starts here and
-# learns a smaller one from the first 413 that names it.
+# The service's default MAX_ITEMS_PER_REQUEST. A client starts here, unless told (the constructor, or `read_limits()`
+# from /models' `limits`), and learns a smaller one from the `limit` the first 413 carries.
 DEFAULT_MAX_ITEMS = 1024
 DEFAULT_MAX_SCORE_WORK = 102_400  # the service's default bound on images x samples of one /score request
 SEED_LIMIT = 2**63
 USER_AGENT = f"latentserve-client/{__version__} httpx/{httpx.__version__}"
-_ITEMS_LIMIT = re.compile(r"exceed the limit of (\d+) per request")
-_BYTES_LIMIT = re.compile(r"body of (\d+) bytes exceeds the limit of (\d+) bytes")
 
 
 @dataclass(frozen=True)
@@ -283,22 +280,21 @@ class Core:
         return Call("GET", "/readyz", lambda reply: True, retry=False)
 
     def learn_limit(self, error: PayloadTooLarge, plan: Plan) -> bool:
-        """Lowers the per-request limit from a 413's detail ("... exceed the limit of 64 per request", or a body
-        over the byte limit); True when it did, so the operation is worth planning again."""
+        """Lowers the per-request limit from the `limit` a 413 carries (items, or bytes with the size that was sent);
+        True when it did, so the operation is worth planning again."""
         largest = max((c.items for c in plan.calls), default=0)
-        found = _ITEMS_LIMIT.search(error.detail)
-        if found:
-            limit = int(found.group(1))
-        else:
-            found = _BYTES_LIMIT.search(error.detail)
-            if not found or largest < 2:
-                return False
-            sent, allowed = int(found.group(1)), int(found.group(2))
-            limit = int(largest * allowed / sent * 0.95)  # the body's size is about proportional to its rows
-        if not 1 <= limit < largest:
+        limit = _items_within(error.limit or {}, largest)
+        if limit is None or not 1 <= limit < largest:
             return False
         self.max_items = limit
         return True
+
+    def read_limits(self, listing: dict) -> int:
+        """Takes the per-request item limit from /models' `limits` (kept when the listing has none)."""
+        value = (listing.get("limits") or {}).get("max_items_per_request")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            self.max_items = value
+        return self.max_items
 
     def ready_wait_s(self, deadline: float, clock: Callable[[], float] = time.monotonic) -> float:
         """The pause before the next /readyz poll of wait_ready; raises ClientTimeout once the deadline is past."""
@@ -306,3 +302,17 @@ class Core:
         if left <= 0:
             raise ClientTimeout(f"{self.url} was not ready in time")
         return min(0.2, left)
+
+
+def _items_within(limit: dict, largest: int) -> int | None:
+    """Items per request that fit a 413's limit: its value for the item limit; for the byte limit, the largest
+    request's rows scaled by allowed / sent bytes, with 5 % to spare (a body's size is about proportional to its
+    rows). None when the limit says neither."""
+    value, got = limit.get("value"), limit.get("got")
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if limit.get("name") == "max_items_per_request":
+        return value
+    if limit.get("name") == "max_body_bytes" and isinstance(got, int) and got > 0 and largest >= 2:
+        return int(largest * value / got * 0.95)
+    return None

@@ -40,7 +40,8 @@ class _Base:
 
     @property
     def max_items_per_request(self) -> int:
-        """Most items sent in one request: the constructor's value, 1024 by default, or what a 413 taught."""
+        """Most items sent in one request: the constructor's value, 1024 by default, what `read_limits()` read, or
+        what a 413 taught."""
         return self._core.max_items
 
 
@@ -104,6 +105,11 @@ class Client(_Base):
     def model(self, name: str) -> dict:
         """GET /models/{name}: the manifest of each loaded version of one model."""
         return self._send(self._core.model_detail(name))
+
+    def read_limits(self) -> int:
+        """Takes the server's per-request item limit from /models' `limits` (so that no request meets a 413 first);
+        returns `max_items_per_request`."""
+        return self._core.read_limits(self.models())
 
     def ready(self) -> bool:
         """Whether the server answers /readyz with 200 (models loaded and warm); False if it is down or not ready."""
@@ -210,6 +216,9 @@ class AsyncClient(_Base):
 
     async def model(self, name: str) -> dict:
         return await self._send(self._core.model_detail(name))
+
+    async def read_limits(self) -> int:
+        return self._core.read_limits(await self.models())
 
     async def ready(self) -> bool:
         try:

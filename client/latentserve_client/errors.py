@@ -57,7 +57,15 @@ class RequestTimeout(ServiceError):
 
 
 class PayloadTooLarge(ServiceError):
+    """413. `limit`: the reply's limit as data, `{"name": "max_items_per_request" or "max_body_bytes", "value": n,
+    "got": m}` (`got` when the server knew it), or None from a server or proxy that did not send one."""
+
     status, type = 413, "payload_too_large"
+
+    def __init__(self, detail: str, *, status: int | None = None, type: str | None = None,
+                 limit: dict | None = None) -> None:
+        super().__init__(detail, status=status, type=type)
+        self.limit = limit
 
 
 class UnsupportedMediaType(ServiceError):
@@ -181,11 +189,11 @@ def retry_after_s(value: str | None) -> float | None:
 def from_reply(status: int, headers: Mapping[str, str], content: bytes) -> ServiceError:
     """The exception for an error reply: by the body's `type` when it has the service's `{"detail", "type"}` shape,
     else by status, with the body's text as detail."""
-    detail, type_ = None, None
+    detail, type_, limit = None, None, None
     try:
         body = json.loads(content)
         if isinstance(body, dict):
-            detail, type_ = body.get("detail"), body.get("type")
+            detail, type_, limit = body.get("detail"), body.get("type"), body.get("limit")
     except ValueError:
         pass
     if not isinstance(detail, str):
@@ -195,4 +203,6 @@ def from_reply(status: int, headers: Mapping[str, str], content: bytes) -> Servi
     kind = type_ if isinstance(type_, str) else None
     if issubclass(cls, Unavailable):
         return cls(detail, status=status, type=kind, retry_after=retry_after_s(headers.get("retry-after")))
+    if issubclass(cls, PayloadTooLarge):
+        return cls(detail, status=status, type=kind, limit=limit if isinstance(limit, dict) else None)
     return cls(detail, status=status, type=kind)

@@ -11,7 +11,7 @@ import pytest
 from service import routes
 from service.errors import ClientClosedRequest
 from tests.serving import block, serve
-from tests.helpers import IMAGES, npy, png_b64
+from tests.helpers import IMAGES, npy, png_b64, until
 
 pytestmark = pytest.mark.anyio
 ONE = [[0.5] * 784]
@@ -104,15 +104,29 @@ async def test_bad_request_gets_its_4xx_with_a_json_body(small_client, method, p
     assert ok.status_code == 200
 
 
+async def test_a_413_carries_the_limit_it_went_over_as_data(small_client):
+    items = await small_client.post("/encode", content=npy(np.zeros((65, 784), np.uint8)), headers=NPY)
+    assert items.json()["limit"] == {"name": "max_items_per_request", "value": 64, "got": 65}
+    declared = await small_client.post("/encode", content=b"0" * 70_000, headers={"content-type": "application/json"})
+    assert declared.json()["limit"] == {"name": "max_body_bytes", "value": 65_536, "got": 70_000}
+    chunked = await small_client.post("/encode", content=_chunks())  # no Content-Length: the size is not known
+    assert chunked.json()["limit"] == {"name": "max_body_bytes", "value": 65_536}
+    assert "limit" not in (await small_client.post("/encode", json={"images": []})).json()  # other errors: none
+
+
+async def test_a_kind_used_as_a_model_name_gets_a_404_that_names_the_model_serving_it(small_client):
+    r = await small_client.post("/encode?model=ppca", json={"images": ONE})
+    assert r.status_code == 404 and r.json()["type"] == "unknown_model"
+    assert r.json()["detail"] == "model 'ppca' is not loaded; loaded models: ae, pca (kind ppca), vae"
+
+
 async def _fill_encode_queue(client):
     """Holds one batch in the compute thread and fills vae/1's encode queue (bound 4) behind it."""
     gate = block(client)
     first = asyncio.create_task(client.post("/encode", json={"images": IMAGES.tolist()}))
-    while client.app.state.service.activity.computing == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: client.app.state.service.activity.computing)
     queued = asyncio.create_task(client.post("/encode", json={"images": ONE * 4}))
-    while client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items < 4:
-        await asyncio.sleep(0.01)
+    await until(lambda: client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items == 4)
     return gate, first, queued
 
 
@@ -146,8 +160,7 @@ async def test_large_request_is_withdrawn_when_its_client_hangs_up(artifacts_dir
     async with serve(artifacts_dir) as client:
         gate = block(client)
         first = asyncio.create_task(client.post("/encode", json={"images": ONE}))
-        while client.app.state.service.activity.computing == 0:
-            await asyncio.sleep(0.01)
+        await until(lambda: client.app.state.service.activity.computing)
         batcher = client.app.state.service.registry.get("vae", 1).batchers["encode"]
         pendings = batcher.put(np.zeros((40, 784), np.float32))
         assert batcher.queued_items == 40

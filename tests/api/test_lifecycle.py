@@ -8,7 +8,9 @@ import signal
 
 import pytest
 
+from service.state import drain_on_signals
 from tests import factories
+from tests.helpers import until
 from tests.serving import block, serve
 
 pytestmark = pytest.mark.anyio
@@ -29,20 +31,16 @@ async def test_sigterm_flips_readiness_at_once_and_in_flight_requests_finish(art
     received = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))  # stands in for uvicorn
     try:
-        async with serve(artifacts_dir, drain_grace_s=0.3) as client:
+        async with serve(artifacts_dir, process=drain_on_signals, drain_grace_s=0.3) as client:
             gate = block(client)
             in_flight = asyncio.create_task(client.post("/encode", json={"images": [[0.5] * 784]}))
-            while client.app.state.service.activity.computing == 0:
-                await asyncio.sleep(0.01)
+            await until(lambda: client.app.state.service.activity.computing)
             signal.raise_signal(signal.SIGTERM)
             r = await client.get("/readyz")
             assert r.status_code == 503 and "draining" in r.json()["detail"]
             assert received == []  # the drain grace: the server keeps listening while probes see 503
             assert (await client.get("/healthz")).status_code == 200
-            for _ in range(100):
-                await asyncio.sleep(0.05)
-                if received:
-                    break
+            await until(lambda: received)
             assert received == [signal.SIGTERM]  # the server's own handler still runs, after the grace
             gate.set()
             assert (await in_flight).status_code == 200

@@ -11,15 +11,11 @@ import pytest
 
 from service.oip_tensors import HEADER_LENGTH
 from tests.factories import LATENT_DIM
-from tests.helpers import IMAGES, IMAGES_U8, reference, run
+from tests.helpers import IMAGES, IMAGES_U8, reference, run, until
 from tests.serving import block, serve
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the service runs on asyncio (uvicorn); trio is in the virtualenv for other tools
 
 
 LATENTS = np.array([[0.0, 0.5], [-1.0, 2.0]], np.float32)[:, :LATENT_DIM]
@@ -276,11 +272,9 @@ async def test_full_queue_is_a_503_with_retry_after_and_a_slow_one_a_504(artifac
         gate = block(client)
         infer = "/v2/models/vae-encode/infer"
         first = asyncio.create_task(client.post(infer, json=_body()))
-        while client.app.state.service.activity.computing == 0:
-            await asyncio.sleep(0.01)
+        await until(lambda: client.app.state.service.activity.computing)
         queued = asyncio.create_task(client.post(infer, json=_body(np.zeros((4, 784), np.float32))))
-        while client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items < 4:
-            await asyncio.sleep(0.01)
+        await until(lambda: client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items == 4)
         refused = await client.post(infer, json=_body())
         assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
         assert set(refused.json()) == {"error"}

@@ -21,10 +21,6 @@ KEY = "page-key"
 LATENT_PNG = png_bytes(IMAGES_U8[0])
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"  # the service's lifespan needs asyncio
-
 
 @pytest.fixture
 def explored(artifacts_dir):

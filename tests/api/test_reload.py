@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from tests import factories
+from tests.helpers import until
 from tests.serving import block
 
 pytestmark = pytest.mark.anyio
@@ -42,11 +43,12 @@ async def test_corrupt_version_is_refused_reported_and_the_rest_serve(client, ar
 async def test_removed_version_is_dropped_after_its_queued_work(client, artifacts_dir):
     gate = block(client, "pca", 1, "decode")
     in_flight = asyncio.create_task(client.post("/decode?model=pca", json={"latents": [[0.0, 0.0]]}))
-    while client.app.state.service.activity.computing == 0:
-        await asyncio.sleep(0.01)
+    service = client.app.state.service
+    await until(lambda: service.activity.computing)
     shutil.rmtree(artifacts_dir / "pca")
     reload = asyncio.create_task(client.post("/admin/reload", json={}))
-    await asyncio.sleep(0.05)
+    await until(lambda: "pca" not in service.registry.models)  # swapped out; the reload now waits for its queue
+    assert not reload.done()
     gate.set()
     assert (await in_flight).status_code == 200
     assert (await reload).json()["dropped"] == [{"name": "pca", "version": 1}]
@@ -58,9 +60,10 @@ async def test_version_removed_while_a_body_arrives_hands_the_request_to_the_new
     factories.write(artifacts_dir, "vae", "vae", seed=9)
     assert (await client.post("/admin/reload", json={})).json()["serving"]["vae"] == 2
     body = b'{"images": [' + b",".join([b"0.5"] * 784).join([b"[", b"]"]) + b"]}"
-    arrived, sent = asyncio.Event(), []
+    reading, arrived, sent = asyncio.Event(), asyncio.Event(), []
 
     async def receive():
+        reading.set()
         await arrived.wait()  # the body is still on its way while vae/2 is removed
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -71,7 +74,7 @@ async def test_version_removed_while_a_body_arrives_hands_the_request_to_the_new
              "path": "/encode", "raw_path": b"/encode", "query_string": b"", "root_path": "", "server": ("t", 80),
              "client": ("c", 1), "headers": [(b"content-type", b"application/json")]}
     request = asyncio.create_task(client.app(scope, receive, send))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(reading.wait(), 10)  # the handler is reading the body
     shutil.rmtree(artifacts_dir / "vae" / "2")
     assert (await client.post("/admin/reload", json={})).json()["dropped"] == [{"name": "vae", "version": 2}]
     arrived.set()

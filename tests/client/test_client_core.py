@@ -3,6 +3,8 @@ learning the limit from a 413, version pinning rules, and turning every accepted
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from latentserve_client import BY_TYPE, Overloaded, Retry, ServiceError, Timeout, errors, inputs
@@ -24,7 +26,6 @@ def test_every_service_error_type_has_its_own_class_with_the_same_status():
     assert served, "no error classes found in service.errors"
     for type_, status in served.items():
         assert BY_TYPE[type_].status == status, type_
-    assert BY_TYPE["request_timeout"].status == 408  # being added to the service; the client knows it already
 
 
 def test_an_error_reply_becomes_its_class_with_detail_and_retry_after():
@@ -91,18 +92,31 @@ def core(**kw) -> Core:
                                 "retry": Retry(), "max_items_per_request": None, "format": "npy", **kw})
 
 
-def test_a_413_teaches_the_item_limit_or_a_byte_limit():
+def _too_large(limit: dict | None, detail: str = "too large") -> errors.PayloadTooLarge:
+    """As from_reply builds it from a 413 body carrying `limit`."""
+    body = {"detail": detail, "type": "payload_too_large", **({"limit": limit} if limit else {})}
+    return errors.from_reply(413, {}, json.dumps(body).encode())
+
+
+def test_a_413_teaches_the_item_limit_or_a_byte_limit_from_its_data_never_its_prose():
     c = core()
     plan = c.encode(np.zeros((300, 784), np.uint8), None, None, None)()
     assert [call.items for call in plan.calls] == [300]
-    assert c.learn_limit(errors.PayloadTooLarge("300 images exceed the limit of 64 per request"), plan)
+    assert c.learn_limit(_too_large({"name": "max_items_per_request", "value": 64, "got": 300}), plan)
     assert [call.items for call in c.encode(np.zeros((300, 784), np.uint8), None, None, None)().calls] == [
         64, 64, 64, 64, 44]
     big = Plan([Call("POST", "/encode", lambda r: r, items=64)], list)
-    assert c.learn_limit(errors.PayloadTooLarge("body of 2000 bytes exceeds the limit of 1000 bytes"), big)
+    assert c.learn_limit(_too_large({"name": "max_body_bytes", "value": 1000, "got": 2000}), big)
     assert c.max_items == 30  # 64 * 1000 / 2000, with 5 % to spare
-    assert not c.learn_limit(errors.PayloadTooLarge("something else"), big)
-    assert not c.learn_limit(errors.PayloadTooLarge("9 images exceed the limit of 64 per request"), big)
+    assert not c.learn_limit(_too_large(None, "300 images exceed the limit of 64 per request"), big)  # prose only
+    assert not c.learn_limit(_too_large({"name": "max_body_bytes", "value": 1000}), big)  # no size: nothing to scale
+    assert not c.learn_limit(_too_large({"name": "max_items_per_request", "value": 64}), big)  # not smaller
+
+
+def test_read_limits_takes_the_item_limit_from_the_models_listing():
+    c = core()
+    assert c.read_limits({"models": {}, "limits": {"max_items_per_request": 64, "max_body_bytes": 1 << 20}}) == 64
+    assert c.read_limits({"models": {}}) == 64  # an older server without `limits`: kept
 
 
 def test_the_clients_version_pins_only_its_own_model():

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.conftest import (
+from tests.deploy.common import (
     APP_PORT,
     ROOT,
     coerce_setting,
@@ -22,9 +22,9 @@ from tests.deploy.conftest import (
     interpolation_default,
     setting_default,
     setting_env_names,
+    healthcheck_exit_code,
     tool,
 )
-from tests.deploy.test_dockerfile import healthcheck_exit_code
 
 COMPOSE = ROOT / "docker-compose.yml"
 CPU_OVERRIDE = ROOT / "docker-compose.cpu.yml"
@@ -63,7 +63,7 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def stages():
-    from tests.deploy.conftest import DOCKERFILE, parse_dockerfile
+    from tests.deploy.common import DOCKERFILE, parse_dockerfile
 
     return parse_dockerfile(DOCKERFILE.read_text())[0]
 

@@ -2,7 +2,7 @@
 
 import re
 
-from tests.deploy.conftest import ROOT
+from tests.deploy.common import ROOT
 
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 

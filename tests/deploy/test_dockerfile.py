@@ -4,19 +4,16 @@ copies, the layer order, and its inline Python snippets run here for real."""
 from __future__ import annotations
 
 import fnmatch
-import http.server
 import importlib.util
-import os
 import re
 import subprocess
-import sys
-import threading
 
-from tests.deploy.conftest import (
+from tests.deploy.common import (
     APP_PORT,
     DOCKERFILE,
     ROOT,
     env_of,
+    healthcheck_exit_code,
     parse_dockerfile,
     setting_default,
     setting_env_names,
@@ -186,33 +183,6 @@ def test_no_syntax_directive_and_no_pinned_debian_revision():
     assert not re.search(r"apt-get install[^&]*=\S*[-+]", text), "a Debian revision pin stops installing once replaced"
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    status = 200
-
-    def do_GET(self):  # noqa: N802 (the stdlib's name)
-        code = self.status if self.path == "/healthz" else 404
-        self.send_response(code)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def healthcheck_exit_code(argv: list[str], status: int) -> int:
-    """Runs a health-check command (exec form, `python` first) against a local server answering /healthz."""
-    handler = type("H", (_Handler,), {"status": status})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        env = {**os.environ, "LATENTSERVE_PORT": str(server.server_address[1])}
-        assert argv[0] == "python", "the slim image has python, not curl"
-        return subprocess.run([sys.executable, *argv[1:]], env=env, timeout=20).returncode
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_healthcheck_probes_healthz_and_fails_on_error(dockerfile):
     healthcheck = _final(dockerfile).last("HEALTHCHECK")
     opts, _ = healthcheck.flags()
@@ -225,7 +195,7 @@ def test_healthcheck_probes_healthz_and_fails_on_error(dockerfile):
 
 
 def test_the_app_has_the_paths_the_deploy_files_probe():
-    from service.app import app
+    from service.app import create_app
 
-    paths = set(app.openapi()["paths"])
+    paths = set(create_app().openapi()["paths"])
     assert {"/healthz", "/readyz", "/metrics", "/admin/reload"} <= paths

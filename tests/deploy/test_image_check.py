@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from deploy.image_check import forbidden, largest, repo_artifacts
-from tests.deploy.conftest import ROOT
+from tests.deploy.common import ROOT
 
 SITE = "/opt/venv/lib/python3.11/site-packages"
 
@@ -14,7 +14,8 @@ SITE = "/opt/venv/lib/python3.11/site-packages"
 def test_forbidden_flags_what_a_serving_image_must_not_hold():
     bad = ["/app/tests/api/test_encode.py", "/src/.git/HEAD", f"{SITE}/_pytest/python.py", "/opt/venv/bin/hadolint",
            f"{SITE}/pip/__init__.py", f"{SITE}/numpy/_core/tests/test_umath.py", "/home/app/.cache/pip/http/x",
-           "/root/.cache/uv/y", "/tmp/torch-2.14.1-cp311-cp311-linux_x86_64.whl", f"{SITE}/pyro/__init__.py"]
+           "/root/.cache/uv/y", "/tmp/torch-2.14.1-cp311-cp311-linux_x86_64.whl", f"{SITE}/pyro/__init__.py",
+           f"{SITE}/torchvision/__init__.py", f"{SITE}/torchvision-0.29.1.dist-info/METADATA"]
     found = forbidden(bad)
     assert {path for paths in found.values() for path in paths} == set(bad), found
 

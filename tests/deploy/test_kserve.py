@@ -15,7 +15,7 @@ import yaml
 from service.app import create_app
 from service.auth import PUBLIC_PATHS
 from service.settings import Settings
-from tests.deploy.test_kubernetes import K8S_VERSIONS
+from tests.deploy.common import K8S_VERSIONS
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "kserve" / "inference-service.yaml"
 APP_PORT = Settings.model_fields["port"].default

@@ -1,6 +1,6 @@
-"""deploy/kubernetes: each variant rendered as `kubectl apply -k` would (resources and images, the only kustomize
-features used), validated offline against the Kubernetes schemas of kubernetes-validate, then checked against the
-service: probes, port, settings, GPU request, drain timing, selectors."""
+"""deploy/kubernetes: each variant (an overlay patching the base) rendered by a real kustomize, validated offline
+against the Kubernetes schemas of kubernetes-validate, then checked against the service: probes, port, settings, GPU
+request, drain timing, selectors."""
 
 from __future__ import annotations
 
@@ -11,31 +11,20 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import APP_PORT, ROOT, coerce_setting, drain_bound_s, setting_env_names
+from tests.deploy.common import (
+    APP_PORT,
+    DOCKERFILE,
+    K8S_VERSIONS,
+    ROOT,
+    coerce_setting,
+    drain_bound_s,
+    kustomize,
+    parse_dockerfile,
+    setting_env_names,
+)
 
 K8S = ROOT / "deploy" / "kubernetes"
 VARIANTS = ["gpu", "cpu"]
-# The oldest and newest releases that kubernetes-validate ships schemas for and that we promise to run on.
-K8S_VERSIONS = ["1.30.0", "1.37.0"]
-_KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "images"}
-
-
-def render(folder: Path) -> list[dict]:
-    """The objects `kustomize build folder` would emit, for the subset of kustomize these files use."""
-    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    unknown = set(kustomization) - _KUSTOMIZE_KEYS
-    assert not unknown, f"{folder}: kustomize fields {unknown} are not rendered by this test; extend render()"
-    objects = []
-    for entry in kustomization["resources"]:
-        path = (folder / entry).resolve()
-        objects += render(path) if path.is_dir() else list(yaml.safe_load_all(path.read_text()))
-    for image in kustomization.get("images", []):
-        for obj in objects:
-            for container in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-                name, _, tag = container["image"].partition(":")
-                if name == image["name"]:
-                    container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
-    return objects
 
 
 def _by_kind(objects: list[dict]) -> dict[str, dict]:
@@ -48,7 +37,7 @@ def _by_kind(objects: list[dict]) -> dict[str, dict]:
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def variant(request) -> tuple[str, dict[str, dict]]:
-    return request.param, _by_kind(render(K8S / request.param))
+    return request.param, _by_kind(kustomize(K8S / request.param))
 
 
 def _container(kinds: dict[str, dict]) -> dict:
@@ -68,9 +57,19 @@ def test_every_manifest_is_part_of_a_variant():
     files = {p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml"}
     used = set()
     for folder in {p.parent for p in K8S.rglob("kustomization.yaml")}:
-        used |= {(folder / r).resolve() for r in yaml.safe_load((folder / "kustomization.yaml").read_text())[
-            "resources"]}
+        kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+        entries = kustomization.get("resources", []) + [p["path"] for p in kustomization.get("patches", [])]
+        used |= {(folder / entry).resolve() for entry in entries}
     assert files and files <= used, f"manifests no variant applies: {sorted(map(str, files - used))}"
+
+
+def test_the_overlays_patch_the_base_deployment_rather_than_copy_it():
+    for name in VARIANTS:
+        kustomization = yaml.safe_load((K8S / name / "kustomization.yaml").read_text())
+        assert kustomization["resources"] == ["../base"], name
+        for patch in kustomization["patches"]:
+            text = (K8S / name / patch["path"]).read_text()
+            assert "Probe" not in text and "securityContext" not in text, f"{name}: copies the base pod"
 
 
 def test_validation_rejects_a_misspelt_field(variant):
@@ -163,8 +162,6 @@ def test_rollouts_never_drop_below_the_ready_replicas(variant):
 
 
 def test_pod_runs_as_the_images_user_with_a_read_only_root(variant):
-    from tests.deploy.conftest import DOCKERFILE, parse_dockerfile
-
     _, kinds = variant
     uid = int(parse_dockerfile(DOCKERFILE.read_text())[0][-1].last("USER").args.split(":")[0])
     pod = kinds["Deployment"]["spec"]["template"]["spec"]
@@ -176,7 +173,7 @@ def test_pod_runs_as_the_images_user_with_a_read_only_root(variant):
 
 
 def test_variants_differ_only_where_they_should():
-    gpu, cpu = (_by_kind(render(K8S / v)) for v in VARIANTS)
+    gpu, cpu = (_by_kind(kustomize(K8S / v)) for v in VARIANTS)
     assert {k: v for k, v in gpu.items() if k != "Deployment"} == {k: v for k, v in cpu.items() if k != "Deployment"}
 
     def shared(kinds):

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.helpers import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 BODY = b'{"images": [[' + b",".join([b"0.5"] * 784) + b"]]}"
@@ -22,6 +25,17 @@ async def _open(url: str, length: int) -> tuple[asyncio.StreamReader, asyncio.St
                  b"Content-Length: %d\r\n\r\n" % length)
     await writer.drain()
     return reader, writer
+
+
+def _unread_by_server(writer: asyncio.StreamWriter) -> int | None:
+    """Bytes this connection sent that the server's socket holds unread (Linux's /proc/net/tcp rx_queue)."""
+    ours = writer.get_extra_info("sockname")[1]
+    server = writer.get_extra_info("peername")[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        _, local, remote, _, queues, *_ = line.split()
+        if int(local.split(":")[1], 16) == server and int(remote.split(":")[1], 16) == ours:
+            return int(queues.split(":")[1], 16)
+    return None
 
 
 async def test_stalled_uploads_time_out_and_hang_ups_are_499(live_server, tmp_path):
@@ -39,17 +53,18 @@ async def test_stalled_uploads_time_out_and_hang_ups_are_499(live_server, tmp_pa
     reader, writer = await _open(url, len(BODY))
     writer.write(BODY[:50])
     await writer.drain()
-    await asyncio.sleep(0.2)
+    await until(lambda: _unread_by_server(writer) == 0)  # the server has the headers and the first 50 bytes
     writer.transport.abort()  # the client vanishes mid-upload
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         for path in ("/healthz", "/readyz"):
             r = await client.head(path)
             assert r.status_code == 200 and r.content == b""
-        for _ in range(50):
-            metrics = (await client.get("/metrics")).text
-            if 'status="499"' in metrics:
-                break
-            await asyncio.sleep(0.1)
+
+        async def counted() -> str | None:
+            text = (await client.get("/metrics")).text
+            return text if 'status="499"' in text else None
+
+        metrics = await until(counted, every_s=0.1)
     assert 'latentserve_requests_total{endpoint="/encode",status="499"} 1.0' in metrics
     assert 'latentserve_requests_total{endpoint="/encode",status="408"} 1.0' in metrics
     assert 'status="500"' not in metrics

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,15 +55,15 @@ async def test_sigterm_lets_the_request_in_flight_finish(server):
     async def slow_body():
         yield b'{"images": [' + b",".join([b"[" + b",".join([b"0.5"] * 784) + b"]"] * 32)
         sent_half.set()
-        await asyncio.sleep(1.0)  # SIGTERM arrives while the rest of the body is still on its way
+        # The rest of the body is still on its way when uvicorn itself starts shutting down (after the drain grace).
+        await until(lambda: "Shutting down" in log.read_text(), timeout_s=20)
         yield b"]}"
 
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         request = asyncio.create_task(client.post("/reconstruct", content=slow_body(),
                                                   headers={"content-type": "application/json"}))
-        await sent_half.wait()
-        await asyncio.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(sent_half.wait(), 10)
+        proc.send_signal(signal.SIGTERM)  # the drain grace (3 s) leaves the server time to read what was sent
         reply = await request
     assert reply.status_code == 200 and len(reply.json()["images"]) == 32
     assert await asyncio.to_thread(proc.wait, 30) in (0, -signal.SIGTERM)

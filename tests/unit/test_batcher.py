@@ -11,7 +11,8 @@ import pytest
 
 from service.batcher import BatchConfig, Batcher
 from service.compute import Activity, ComputeThread
-from service.errors import Internal, Overloaded, RequestTimeout
+from service.errors import Internal, Overloaded, Timeout
+from tests.helpers import until
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +48,8 @@ async def make():
         activity = Activity()
         compute = ComputeThread(activity)
         fake = FakeModel()
-        defaults = {"max_batch_size": 8, "max_delay_s": FOREVER, "max_queue_items": 64, "timeout_s": FOREVER}
+        defaults = {"max_batch_size": 8, "max_delay_s": FOREVER, "max_queue_items": 64, "timeout_s": FOREVER,
+                    "max_pass_s": 0.0}
         batcher = Batcher(fake, compute, activity, BatchConfig(**{**defaults, **config}))
         batcher.start()
         created.append((batcher, compute, fake))
@@ -130,10 +132,10 @@ async def test_batches_never_exceed_max_batch_size(make):
 async def test_request_waiting_past_its_timeout_gets_504(make):
     batcher, fake, _ = make(timeout_s=0.05)
     held = await hold_compute(batcher, fake)
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await asyncio.wait_for(batcher.submit(rows(1)), 10)
     fake.gate.set()
-    with pytest.raises(RequestTimeout):  # the held request also outlived its timeout
+    with pytest.raises(Timeout):  # the held request also outlived its timeout
         await held
     out, _ = await asyncio.wait_for(batcher.submit(rows(1)), 10)  # the loop still serves
     np.testing.assert_array_equal(out, rows(1) * 2)
@@ -195,11 +197,11 @@ async def test_abandoned_and_timed_out_requests_free_their_queue_room_at_once(ma
     await asyncio.sleep(0)
     assert batcher.queued_items == 0
     accepted = batcher.put(rows(8, 100))  # the whole bound is available again
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await asyncio.wait_for(batcher.result(accepted), 10)
     assert batcher.queued_items == 0  # expired while queued: its room is free before any batch ran
     fake.gate.set()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await held
     assert fake.batches == [1]  # neither the abandoned nor the expired rows ever ran
 
@@ -211,16 +213,16 @@ async def test_one_timer_expires_requests_in_order_of_arrival(make):
     await asyncio.sleep(0.2)
     late = batcher.put(rows(20))  # three chunks of max_batch_size 8
     loop = asyncio.get_running_loop()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await asyncio.wait_for(batcher.result(early), 10)
     assert not any(p.future.done() for p in late)  # its own deadline is 0.2 s later
     start = loop.time()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await asyncio.wait_for(batcher.result(late), 10)
     assert loop.time() - start >= 0.1
     assert all(p.future.done() for p in late) and batcher.queued_items == 0
     fake.gate.set()
-    with pytest.raises(RequestTimeout):
+    with pytest.raises(Timeout):
         await held
     out, _ = await asyncio.wait_for(batcher.submit(rows(1)), 10)  # answered requests leave no timer behind
     np.testing.assert_array_equal(out, rows(1) * 2)
@@ -291,14 +293,17 @@ async def test_a_bulk_request_cancelled_midway_frees_the_rows_it_had_left(make):
     batcher, fake, _ = make(max_batch_size=8)
     held = await hold_compute(batcher, fake)
     gone = asyncio.create_task(batcher.submit(rows(20)))
-    await asyncio.sleep(0)
-    fake.gate.clear()
-    fake.gate.set()
+    await until(lambda: batcher.queued_items == 20)
+    released, fake.gate = fake.gate, threading.Event()  # the next batch (gone's first 8 rows) stops at a new gate
+    fake.entered.clear()
+    released.set()
     await held
-    while not fake.batches[1:]:  # its first 8 rows went into a batch
-        await asyncio.sleep(0.01)
-    gone.cancel()
-    await asyncio.sleep(0)
-    assert batcher.queued_items == 0
+    await asyncio.to_thread(fake.entered.wait, 10)
+    assert fake.batches == [1, 8] and batcher.queued_items == 12  # the other 12 rows are provably still queued
+    gone.cancel()  # the client hung up midway
+    await asyncio.wait({gone}, timeout=10)
+    assert gone.cancelled() and batcher.queued_items == 0
+    fake.gate.set()
     out, _ = await asyncio.wait_for(batcher.submit(rows(2, 5)), 10)
     np.testing.assert_array_equal(out, rows(2, 5) * 2)
+    assert fake.batches == [1, 8, 2]  # its 12 queued rows never ran

@@ -106,6 +106,22 @@ def test_content_and_accept_types():
     assert codecs.reply_format("text/html, application/json") == "json"
 
 
+@pytest.mark.parametrize("accept, expected", [
+    ("application/x-npy;q=0, application/json", "json"),  # q=0: not acceptable at all
+    ("application/x-npy;q=0", "json"),
+    ("image/png;q=0.5, application/x-npy;q=0.9", "npy"),
+    ("image/*, application/json;q=0.1", "png"),
+    ("application/*", "json"),  # a wildcard or a tie goes to JSON
+    ("*/*;q=0.8, image/png", "png"),
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "json"),  # a browser's
+    ("image/png, application/json", "json"),
+    ("APPLICATION/X-NPY", "npy"),
+    ("not a media type;;q=x", "json"),  # unparsable: the default rather than an error
+])
+def test_accept_honours_q_values_and_wildcards(accept, expected):
+    assert codecs.reply_format(accept) == expected
+
+
 def test_png_grid_and_npy_round_trip():
     images = RNG.random((5, 784), dtype=np.float32)
     grid = Image.open(io.BytesIO(codecs.png_grid(images)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,9 +18,14 @@ from service import models
 from service.models import choose_batch_size, warmup_sizes
 from service.registry import Registry
 from service.runtime import Runtime
+from service.settings import Settings
 from tests import factories
 
 pytestmark = pytest.mark.anyio
+
+
+def _config(**overrides) -> BatchConfig:
+    return replace(BatchConfig.from_settings(Settings(artifacts_dir=".")), **overrides)
 
 
 def _runtime(compute: ComputeThread, activity: Activity, config: BatchConfig) -> Runtime:
@@ -30,7 +36,7 @@ def _runtime(compute: ComputeThread, activity: Activity, config: BatchConfig) ->
 async def registry(artifacts_dir):
     activity = Activity()
     compute = ComputeThread(activity)
-    reg = Registry(artifacts_dir, "vae", _runtime(compute, activity, BatchConfig(max_batch_size=16)))
+    reg = Registry(artifacts_dir, "vae", _runtime(compute, activity, _config(max_batch_size=16)))
     yield reg
     await reg.close()
     compute.shutdown()
@@ -78,7 +84,7 @@ async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(arti
     monkeypatch.setattr(models, "_time_pass", time_pass)
     activity = Activity()
     compute = CountingThread(activity)
-    reg = Registry(artifacts_dir, "vae", _runtime(compute, activity, BatchConfig(max_batch_size=64, max_pass_s=0.0035)))
+    reg = Registry(artifacts_dir, "vae", _runtime(compute, activity, _config(max_batch_size=64, max_pass_s=0.0035)))
     try:
         await reg.reload()
         served = reg.get("vae", 1)

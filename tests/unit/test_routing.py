@@ -3,12 +3,17 @@ error handling is the same either way; the service's request-only routes still d
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
+import fastapi
+import fastapi.routing
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
+from service import routing
 from service.routing import RequestRoute
 
 pytestmark = pytest.mark.anyio
@@ -91,6 +96,39 @@ async def test_both_kinds_of_endpoint_answer_and_errors_reach_the_apps_handlers(
 async def test_dependencies_of_an_including_router_are_never_skipped():
     refused = await _post(_app([Depends(deny)]), "/echo", content=b"body")
     assert refused.status_code == 403 and refused.json()["detail"] == "denied by dependency"
+
+
+async def test_fastapi_still_has_the_private_context_variable_the_fast_path_needs():
+    """The guard: if this fails after a FastAPI upgrade, RequestRoute has silently fallen back to FastAPI's handler
+    on every route (correct, but slower: BENCHMARKS.md, `python -m bench.routing`). Find where this FastAPI keeps an
+    including router's dependencies and update service/routing.py, or remove RequestRoute."""
+    context_var = getattr(fastapi.routing, routing.CONTEXT_VAR, None)
+    assert isinstance(context_var, ContextVar), (
+        f"FastAPI {fastapi.__version__} has no fastapi.routing.{routing.CONTEXT_VAR}: see service/routing.py")
+    seen = []
+    original = RequestRoute.get_route_handler
+
+    def spy(route):
+        context = context_var.get()
+        seen.append(context is not None and getattr(context, "original_route", None) is route)
+        return original(route)
+
+    RequestRoute.get_route_handler = spy
+    try:
+        app = _app()
+        assert (await _post(app, "/echo", content=b"x")).content == b"x"  # the included copy may be built lazily
+    finally:
+        RequestRoute.get_route_handler = original
+    assert any(seen), f"FastAPI {fastapi.__version__} no longer sets {routing.CONTEXT_VAR} for an included route"
+
+
+async def test_without_the_private_variable_every_route_keeps_fastapis_handler(monkeypatch):
+    monkeypatch.setattr(routing, "CONTEXT_VAR", "_a_name_an_upgrade_gave_it")  # as if FastAPI renamed it
+    assert _handler(echo) is not echo
+    refused = await _post(_app([Depends(deny)]), "/echo", content=b"body")
+    assert refused.status_code == 403  # the including router's dependency still runs
+    echoed = await _post(_app(), "/echo", content=b"body bytes")
+    assert echoed.status_code == 200 and echoed.content == b"body bytes"
 
 
 _INFERENCE = {"/encode": True, "/decode": True, "/reconstruct": True, "/sample": False}  # path -> takes .npy
