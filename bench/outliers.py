@@ -27,6 +27,9 @@ from training.extras import REFERENCE_IMAGES
 
 DEFAULT_MODEL = "vae"
 AUROC_TARGET, GEOMETRIC_TARGET, FPR_TOLERANCE = 0.95, 0.85, 1.5
+# score_terms' IWAE against the manifest's (training's estimator, its own draws): same images, same sample count.
+IWAE_TOLERANCE_NATS = 0.3
+SEED_IWAE = 7
 
 
 def _shift(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,6 +113,16 @@ def measure(artifact: lvm.Artifact, data, per_family: int, inliers: int, seed: i
             "inliers": len(x_in), "per_family": per_family, "methods": rows}
 
 
+def iwae_agreement(artifact: lvm.Artifact, data) -> dict:
+    """The mean of score_terms' log_likelihood over the images and samples the manifest's iwae_log_likelihood used."""
+    metrics = artifact.manifest["metrics"]
+    n, samples = metrics["iwae_images"], metrics["iwae_samples"]
+    terms = compute_terms(artifact.build(), data.test.x[:n], samples, seed=SEED_IWAE)
+    return {"images": n, "samples": samples, "score": float(terms["log_likelihood"].mean()),
+            "manifest": metrics["iwae_log_likelihood"]}
+
+
+
 def checks(result: dict) -> list[dict]:
     """The issue's targets on the default method of one model's result."""
     row = result["methods"][result["default_method"]]
@@ -121,6 +134,12 @@ def checks(result: dict) -> list[dict]:
     stated = result["false_positive_rate"]
     out.append({"target": f"flag rate on test digits <= {FPR_TOLERANCE} x {stated:.0%}",
                 "measured": f"{row['fpr']:.2%} of {result['inliers']}", "passed": row["fpr"] <= FPR_TOLERANCE * stated})
+    iwae = result.get("iwae")
+    if iwae is not None:
+        gap = abs(iwae["score"] - iwae["manifest"])
+        out.append({"target": f"mean log_likelihood, {iwae['samples']} samples, first {iwae['images']} test images: "
+                              f"within {IWAE_TOLERANCE_NATS} nats of the manifest's iwae_log_likelihood",
+                    "measured": f"{iwae['score']:.3f} vs {iwae['manifest']:.3f}", "passed": gap <= IWAE_TOLERANCE_NATS})
     return out
 
 
@@ -159,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-family", type=int, default=1000, help="outliers per family")
     p.add_argument("--inliers", type=int, default=10000, help="test digits (the first N)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-iwae", action="store_true", help="skip the IWAE agreement check (1,000 x 1,000 samples)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
     p.add_argument("--benchmarks-md", type=Path, help="also refresh the 'outliers' section of this file")
     args = p.parse_args(argv)
@@ -168,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         versions = lvm.artifact.list_versions(args.artifacts_dir / name)
         artifact = lvm.load_artifact(args.artifacts_dir / name / str(versions[-1]))
         results.append(measure(artifact, data, args.per_family, args.inliers, args.seed))
+        if name == DEFAULT_MODEL and "iwae_log_likelihood" in artifact.manifest["metrics"] and not args.no_iwae:
+            results[-1]["iwae"] = iwae_agreement(artifact, data)
         print(f"{name}/{artifact.version}\n{table(results[-1])}", file=sys.stderr)
     info = machine.describe()
     default = next((r for r in results if r["model"] == DEFAULT_MODEL), None)
