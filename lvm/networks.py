@@ -67,15 +67,18 @@ class LatentModel(nn.Module):
         z = z_loc if z_scale is None else z_loc + z_scale * eps
         return self._reconstruct_map(z), z_loc, z_scale
 
+    # What `score_terms` gives, log_likelihood first.
+    score_term_names: tuple[str, ...] = ("log_likelihood",)
+
+    def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
+        """How likely each image is under the model: per-image (B,) tensors named by `score_term_names`, in nats.
+        eps (B, S, K) is standard normal noise for the models that estimate by sampling (ignored by the others)."""
+        raise NotImplementedError
+
     def sample(self, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Draws from the prior given standard normal eps (B, K): (z, x_loc)."""
         z = self.prior_loc + eps @ self.prior_scale_tril.T
         return z, self.decode(z)
-
-    def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
-        """Per-image scores of x (B, 784), each (B,) float32 in nats, always with `log_likelihood`; eps (B, S, K) is
-        standard normal noise, S draws per image, for the kinds that estimate by sampling (docs/score.md)."""
-        raise NotImplementedError
 
 
 def _bernoulli_nll(x: Tensor, logits: Tensor) -> Tensor:
@@ -144,6 +147,10 @@ class MLPModel(LatentModel):
 
     def decode(self, z: Tensor) -> Tensor:
         return torch.sigmoid(self.decoder(z))
+
+    @property
+    def score_term_names(self) -> tuple[str, ...]:
+        return ("log_likelihood", "elbo", "reconstruction", "kl") if self.kind == "vae" else ("log_likelihood",)
 
     def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
         """The AE: `log_likelihood` is the Bernoulli log-likelihood of x under the decoding of its code, a score and
