@@ -166,7 +166,7 @@ def section(results: list[dict], info: dict) -> str:
     default = next((r for r in results if r["model"] == DEFAULT_MODEL), None)
     if default is not None:
         text.append(f"\nTargets (default model {default['model']}/{default['version']}, rule "
-                    f"`{default['default_method']}`):\n\n{report.checks_table(checks(default))}")
+                    f"`{default['default_method']}`):\n\n{report.checks_table(checks(default))}\n")
     return "".join(text)
 
 
