@@ -70,7 +70,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 # Benchmark, soak and overload (bench/, docs/bench.md). Each starts its own pinned uvicorn process; wrk is needed.
-.PHONY: overload
+.PHONY: overload outliers
 bench: $(STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.mixed --benchmarks-md BENCHMARKS.md
@@ -87,3 +87,7 @@ soak-smoke: $(STAMP)
 
 overload: $(STAMP)
 	$(PY) -m bench.overload --benchmarks-md BENCHMARKS.md
+
+# The outlier benchmark of `/score` (docs/score.md): AUROC per synthetic outlier family and the flag rate, in process.
+outliers: $(STAMP)
+	$(PY) -m bench.outliers --benchmarks-md BENCHMARKS.md $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))

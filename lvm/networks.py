@@ -18,6 +18,10 @@ KINDS = ("ppca", "ae", "vae")
 
 # A floor on the VAE's posterior scale keeps log-densities finite when the scale head saturates.
 MIN_SCALE = 1e-4
+# `score_terms` works through at most this many (image, sample) pairs at a time: the decoder's (pairs, 784) logits
+# and hidden layers stay near 100 MB whatever B x S a caller asks for.
+SCORE_CHUNK_PAIRS = 32_768
+_LOG_2PI = math.log(2 * math.pi)
 
 _ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh}
 ACTIVATIONS = tuple(_ACTIVATIONS)
@@ -75,6 +79,11 @@ class LatentModel(nn.Module):
         """Draws from the prior given standard normal eps (B, K): (z, x_loc)."""
         z = self.prior_loc + eps @ self.prior_scale_tril.T
         return z, self.decode(z)
+
+
+def _bernoulli_nll(x: Tensor, logits: Tensor) -> Tensor:
+    """−log p(x | logits) summed over the pixels (last axis); x may be grey values in [0, 1] and broadcasts."""
+    return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
 
 
 def mlp(widths: list[int], activation: str, final_activation: bool) -> nn.Sequential:
@@ -144,26 +153,33 @@ class MLPModel(LatentModel):
         return ("log_likelihood", "elbo", "reconstruction", "kl") if self.kind == "vae" else ("log_likelihood",)
 
     def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
-        """AE: the Bernoulli log-likelihood of x under the decoding of its code (a score, not a density).
-        VAE: the importance-weighted estimate log (1/S) Σ p(x, z_s) / q(z_s | x) with z_s = loc + scale * eps_s (Burda
-        et al. 2016), the ELBO with the analytic KL, E_q log p(x | z) over the same draws, and KL(q(z | x) || p(z))."""
-        z_loc, z_scale = self.encode(x)
-        if z_scale is None:
-            logits = self.logits(z_loc)
-            return {"log_likelihood": -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)}
+        """The AE: `log_likelihood` is the Bernoulli log-likelihood of x under the decoding of its code, a score and
+        not a density; eps is ignored. The VAE: the importance-weighted estimate of log p(x) with the S posterior
+        draws z = loc + scale * eps (Burda et al. 2016), beside `elbo` = `reconstruction` - `kl` with the same draws
+        and the analytic KL(q(z|x) || N(0, I))."""
+        if self.kind == "ae":
+            parts = [-_bernoulli_nll(xb, self.logits(self.encode(xb)[0])) for xb in x.split(SCORE_CHUNK_PAIRS)]
+            return {"log_likelihood": torch.cat(parts).float() if parts else x.new_zeros(0)}
+        if eps is None or eps.ndim != 3 or eps.shape[0] != len(x) or eps.shape[2] != self.latent_dim:
+            raise ValueError(f"the VAE's score needs eps of shape ({len(x)}, S, {self.latent_dim})")
+        per_chunk = max(1, SCORE_CHUNK_PAIRS // max(1, eps.shape[1]))
+        parts = [self._vae_terms(xb, eb) for xb, eb in zip(x.split(per_chunk), eps.split(per_chunk))]
+        if not parts:
+            return {k: x.new_zeros(0) for k in ("log_likelihood", "elbo", "reconstruction", "kl")}
+        return {k: torch.cat([p[k] for p in parts]).float() for k in parts[0]}
+
+    def _vae_terms(self, x: Tensor, eps: Tensor) -> dict[str, Tensor]:
+        z_loc, z_scale = self.encode(x)  # (B, K)
         z = z_loc.unsqueeze(1) + z_scale.unsqueeze(1) * eps  # (B, S, K)
-        logits = self.logits(z)  # (B, S, 784)
-        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.unsqueeze(1).expand_as(logits),
-                                                       reduction="none").sum(-1)
-        prior = torch.distributions.MultivariateNormal(self.prior_loc, scale_tril=self.prior_scale_tril)
-        log_q = torch.distributions.Normal(z_loc.unsqueeze(1), z_scale.unsqueeze(1)).log_prob(z).sum(-1)
-        log_w = log_px_z + prior.log_prob(z) - log_q
+        log_lik = -_bernoulli_nll(x.unsqueeze(1), self.logits(z))  # (B, S)
+        # log w = log p(x|z) + log N(z; 0, I) − log N(z; loc, scale²); the 2π terms cancel.
+        log_w = log_lik + (-0.5 * z.pow(2) + 0.5 * eps.pow(2)).sum(-1) + z_scale.log().sum(-1, keepdim=True)
         samples = eps.shape[1]
-        posterior = torch.distributions.MultivariateNormal(z_loc, scale_tril=torch.diag_embed(z_scale))
-        kl = torch.distributions.kl_divergence(posterior, prior)
-        reconstruction = log_px_z.mean(1)
-        return {"log_likelihood": torch.logsumexp(log_w, 1) - math.log(samples), "elbo": reconstruction - kl,
-                "reconstruction": reconstruction, "kl": kl}
+        # KL(N(m, s²) || N(0, 1)) = ½ (m² + s² − 1) − log s, summed over the K dimensions.
+        kl = (0.5 * (z_loc.pow(2) + z_scale.pow(2) - 1.0) - z_scale.log()).sum(-1)
+        reconstruction = log_lik.mean(-1)
+        return {"log_likelihood": torch.logsumexp(log_w, dim=-1) - math.log(samples),
+                "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
 
 class PPCA(LatentModel):
@@ -188,13 +204,13 @@ class PPCA(LatentModel):
         self.register_buffer(
             "_reconstruct_matrix", (M @ torch.linalg.inv(W64.T @ W64) @ W64.T).to(W.dtype), persistent=False
         )
-        # log N(x; μ, C) with C = WWᵀ + σ²I by Woodbury and the determinant lemma, never a D x D inverse:
-        # C⁻¹ = (I − W M⁻¹ Wᵀ) / σ², log|C| = (D − K) log σ² + log|M| (M from its Cholesky factor).
+        # For the exact log density (Woodbury): C = WWᵀ + σ²I, C⁻¹ = (I − W M⁻¹ Wᵀ) / σ², log|C| = (D − K) log σ² +
+        # log|M|; with M = L Lᵀ, rᵀC⁻¹r = (|r|² − |L⁻¹ Wᵀr|²) / σ². Kept in float64: the difference cancels.
+        L = torch.linalg.cholesky(M)
+        self.register_buffer("_M_cholesky", L, persistent=False)
         d, k = W.shape
-        log_det = (d - k) * s2.log() + 2 * torch.linalg.cholesky(M).diagonal().log().sum()
-        self.register_buffer("_log_norm", -0.5 * (d * math.log(2 * math.pi) + log_det), persistent=False)
-        self.register_buffer("_W64", W64.clone(), persistent=False)
-        self.register_buffer("_encode_map64", W64 @ M_inv, persistent=False)
+        log_det = (d - k) * torch.log(s2) + 2 * L.diagonal().log().sum()
+        self.register_buffer("_log_norm", -0.5 * (d * _LOG_2PI + log_det), persistent=False)
 
     def architecture(self) -> dict:
         return {"type": "ppca", "input_dim": INPUT_DIM, "latent_dim": self.latent_dim}
@@ -212,12 +228,12 @@ class PPCA(LatentModel):
         return (z @ self._reconstruct_matrix + self.mu).clamp(0.0, 1.0)
 
     def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
-        """The exact log density log N(x; μ, WWᵀ + σ²I) of each image, in float64 (the quadratic form subtracts two
-        close numbers), returned as float32."""
-        diff = x.double() - self.mu.double()
-        inside = ((diff @ self._W64) * (diff @ self._encode_map64)).sum(-1)  # dᵀ W M⁻¹ Wᵀ d
-        quad = ((diff * diff).sum(-1) - inside) / self.sigma2.double()
-        return {"log_likelihood": (self._log_norm - 0.5 * quad).float()}
+        """The exact `log_likelihood` log N(x; μ, WWᵀ + σ²I) per image, computed in float64; eps is ignored."""
+        L, norm = self._M_cholesky.double(), self._log_norm.double()
+        r = x.double() - self.mu.double()  # (B, D)
+        y = torch.linalg.solve_triangular(L, (r @ self.W.double()).T, upper=False)  # L⁻¹Wᵀr, (K, B)
+        quad = (r.pow(2).sum(-1) - y.pow(2).sum(0)) / self.sigma2.double()
+        return {"log_likelihood": (norm - 0.5 * quad).float()}
 
     def marginal_covariance(self) -> Tensor:
         """C = W Wᵀ + σ²I, (784, 784)."""

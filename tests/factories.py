@@ -12,6 +12,7 @@ import torch
 import lvm
 from lvm.embedding import compute_embedding, write_embedding
 from lvm.networks import INPUT_DIM, MLPModel, PPCA
+from lvm.reference import compute_reference, write_reference
 
 LATENT_DIM = 2
 HIDDEN = [32, 16]
@@ -39,16 +40,20 @@ def mlp(kind: str, seed: int = 0) -> MLPModel:
     return MLPModel(kind, LATENT_DIM, HIDDEN)
 
 
-def write(root: Path, name: str, kind: str, seed: int = 0, embedding: int = 0) -> Path:
+def write(root: Path, name: str, kind: str, seed: int = 0, embedding: int = 0, reference: int = 0) -> Path:
     """Writes the next version of `name` (a random model of `kind`) under root and returns its folder; with
-    `embedding` > 0, an embedding of that many of `embedding_images` goes with it."""
+    `embedding` > 0, an embedding of that many of `embedding_images` goes with it, with `reference` > 0 a score
+    reference of that many (10 importance samples each)."""
     model = ppca(seed) if kind == "ppca" else mlp(kind, seed)
 
     def extras(folder: Path) -> None:
-        write_embedding(folder, compute_embedding(model, *embedding_images(embedding)))
+        if embedding:
+            write_embedding(folder, compute_embedding(model, *embedding_images(embedding)))
+        if reference:
+            write_reference(folder, compute_reference(model, embedding_images(reference)[0], "random images",
+                                                      samples=10))
 
-    return lvm.write_artifact(root, name, model, manifest(),
-                              extras if embedding else None)
+    return lvm.write_artifact(root, name, model, manifest(), extras if embedding or reference else None)
 
 
 def embedding_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:

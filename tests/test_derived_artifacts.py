@@ -1,5 +1,6 @@
 """The committed version 2s: derived from the version 1s with the same weights and metrics, and their embedding is the
-real MNIST test set encoded by that model (the last check needs MNIST_DIR; CI sets it)."""
+real MNIST test set encoded by that model; the version 3s add the score reference, the validation split scored
+(the checks against the data need MNIST_DIR; CI sets it)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import lvm
 from lvm.embedding import read_embedding
+from lvm.reference import read_reference
 from training.data import load_mnist
 
 pytestmark = [pytest.mark.mnist, pytest.mark.slow]
@@ -42,3 +45,30 @@ def test_embedding_is_the_test_set_encoded(name):
     if z_scale is not None:
         np.testing.assert_allclose(embedding.scale, z_scale.numpy(), rtol=1e-4, atol=1e-6)
     assert embedding.label.tolist() == test.y.tolist()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_version_3_is_version_2_with_a_score_reference(name):
+    v2, v3 = (lvm.load_artifact(ARTIFACTS / name / str(v)) for v in (2, 3))
+    assert v3.manifest["derived_from"]["version"] == 2 and v3.manifest["metrics"] == v2.manifest["metrics"]
+    # The same tensors (the header's metadata changed format since version 2, so the file's bytes differ).
+    assert v3.tensors.keys() == v2.tensors.keys()
+    assert all(torch.equal(v3.tensors[k], v2.tensors[k]) for k in v2.tensors)
+    reference = read_reference(v3.path, v3.manifest)
+    assert reference.info["count"] == 5000 and reference.info["method"] == "tails"
+    assert reference.info["samples"] == 100 and reference.info["false_positive_rate"] == 0.01
+
+
+@pytest.mark.skipif(not MNIST_DIR, reason="MNIST_DIR is not set")
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_is_the_validation_split_scored(name):
+    artifact = lvm.load_artifact(ARTIFACTS / name / "3")
+    reference = read_reference(artifact.path, artifact.manifest)
+    model, n = artifact.build(), 100
+    # The noise of the first n images, drawn as compute_terms draws it: one generator, 500 images at a time.
+    g = torch.Generator().manual_seed(reference.info["seed"])
+    eps = torch.randn(500, reference.info["samples"], model.latent_dim, generator=g)[:n]
+    with torch.no_grad():
+        terms = model.score_terms(load_mnist(Path(MNIST_DIR)).valid.x[:n], eps)
+    for key, value in terms.items():
+        np.testing.assert_allclose(reference.features[key][:n], value.numpy(), rtol=1e-5, atol=1e-3, err_msg=key)

@@ -1,24 +1,25 @@
-"""`python -m training derive PATH`: a new version of an existing artifact with the same weights, its test-set
-embedding (lvm.embedding) and freshly drawn report PNGs. Nothing is refitted, so the metrics carry over unchanged;
-the manifest says where it came from in `derived_from`."""
+"""`python -m training derive PATH`: a new version of an existing artifact with the same weights and freshly written
+extras (training/extras.py: report PNGs, test-set embedding, score reference). Nothing is refitted, so the metrics
+carry over unchanged; the manifest says where it came from in `derived_from`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import lvm
-from lvm.embedding import compute_embedding, write_embedding
 from training.data import load_mnist
+from training.extras import STEPS, Context, Step, writer
 from training.pipeline import software
-from training.report import write_report
 
-REASON = "same weights and metrics; adds the test-set embedding and redraws the report"
+REASON = "same weights and metrics; writes the extras again (report, test-set embedding, score reference)"
 # Keys write_artifact fills in itself; every other key of the source manifest is carried over as it is.
 _FILLED_IN = ("format_version", "name", "version", "created_at", "input_shape", "files")
 
 
-def derive(path: Path, data_dir: Path | None, artifacts_dir: Path | None = None, reason: str = REASON) -> Path:
-    """Writes the next version of the artifact at path (under artifacts_dir, default its own root) and returns it."""
+def derive(path: Path, data_dir: Path | None, artifacts_dir: Path | None = None, reason: str = REASON,
+           steps: tuple[Step, ...] = STEPS) -> Path:
+    """Writes the next version of the artifact at path (under artifacts_dir, default its own root) with the extras
+    `steps` write, and returns it."""
     source = lvm.load_artifact(Path(path))
     model = source.build()
     split = source.manifest["data"].get("split", {})
@@ -31,10 +32,5 @@ def derive(path: Path, data_dir: Path | None, artifacts_dir: Path | None = None,
         "reason": reason,
         "software": software(),
     }
-
-    def write_extras(folder: Path) -> None:
-        write_report(model, data.test.x, data.test.y, folder / "report", source.name)
-        write_embedding(folder, compute_embedding(model, data.test.x, data.test.y))
-
     root = Path(artifacts_dir) if artifacts_dir is not None else source.path.parent.parent
-    return lvm.write_artifact(root, source.name, model, manifest, write_extras)
+    return lvm.write_artifact(root, source.name, model, manifest, writer(Context(model, data, source.name), steps))

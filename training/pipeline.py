@@ -11,12 +11,11 @@ from pathlib import Path
 import torch
 
 import lvm
-from lvm.embedding import compute_embedding, write_embedding
 from lvm.networks import LatentModel
 from training.config import AEConfig, PPCAConfig
 from training.data import MNIST, load_mnist
+from training.extras import Context, writer
 from training.metrics import classical_pca_mse, evaluate_model
-from training.report import write_report
 
 @dataclass(frozen=True)
 class Run:
@@ -73,19 +72,15 @@ def software() -> dict:
 
 
 def export(run: Run, data: MNIST, metrics: dict, artifacts_dir: Path, name: str) -> Path:
-    """Writes the run as the next version of `name` (weights, manifest, report PNGs) and returns its folder."""
+    """Writes the run as the next version of `name` (weights, manifest, the extras of training/extras.py) and returns
+    its folder."""
     manifest = {  # the model's kind, likelihood and architecture are added by write_artifact from the model itself
         "training": {"config": run.config.to_dict(), "seed": run.config.seed, **run.record},
         "data": data.describe(),
         "metrics": metrics,
         "software": software(),
     }
-
-    def write_extras(folder: Path) -> None:
-        write_report(run.model, data.test.x, data.test.y, folder / "report", name)
-        write_embedding(folder, compute_embedding(run.model, data.test.x, data.test.y))
-
-    return lvm.write_artifact(Path(artifacts_dir), name, run.model, manifest, write_extras)
+    return lvm.write_artifact(Path(artifacts_dir), name, run.model, manifest, writer(Context(run.model, data, name)))
 
 
 def fit_and_export(kind: str, config: PPCAConfig | AEConfig, data_dir: Path | None, artifacts_dir: Path,

@@ -1,5 +1,6 @@
-"""The embedding file (lvm/embedding.py): written by `fit` and by `derive`, read back as written, refused when it
-does not fit its manifest; `derive` keeps the weights and metrics and says where it came from."""
+"""The embedding file (lvm/embedding.py): written by `fit` and by `derive` (beside the score reference), read back as
+written, refused when it does not fit its manifest; `derive` keeps the weights and metrics and says where it came
+from."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 import lvm
 from lvm.artifact import ArtifactError, sha256_file
 from lvm.embedding import EMBEDDING_FILE, Embedding, compute_embedding, read_embedding, write_embedding
+from lvm.reference import read_reference
 from training.__main__ import main
 from training.data import load_mnist
 from tests.factories import mlp
@@ -70,6 +72,10 @@ def test_fit_writes_the_embedding_and_derive_keeps_weights_and_metrics(capsys, f
     np.testing.assert_allclose(embedding.mean, second.build().encode(test.x)[0].numpy(), rtol=1e-5, atol=1e-6)
     assert embedding.label.tolist() == test.y.tolist()
     assert json.loads((second.path / "manifest.json").read_text())["version"] == 2
+    # Both write the score reference of the validation split, the same scores from the same weights.
+    a, b = read_reference(first.path, first.manifest), read_reference(second.path, second.manifest)
+    assert a.info["count"] == 100 and a.info == b.info
+    np.testing.assert_allclose(b.features["log_likelihood"], a.features["log_likelihood"], rtol=1e-6)
 
 
 def test_derive_of_a_missing_artifact_is_one_line_and_exit_2(capsys, tmp_path):
