@@ -112,13 +112,10 @@ async def model_detail(request: Request, name: str) -> Response:
 
 
 @router.post("/admin/reload", response_model=ReloadResponse, responses=AUTH_ERRORS,
-             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones")
+             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones, follow pins")
 async def reload(request: Request) -> Response:
-    state = state_of(request)
-    report = await registry_of(request).reload()
-    state.loaded = True
-    state.update_ready()
-    return json_reply(report)
+    registry_of(request)  # 503 while the service is starting
+    return json_reply(await state_of(request).reload())
 
 
 @router.get("/healthz", response_model=Status, summary="The process is alive (HEAD too)")
