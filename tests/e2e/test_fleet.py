@@ -46,8 +46,7 @@ async def converge(client: httpx.AsyncClient, urls: list[str], want) -> float:
 
 
 async def test_two_replicas_converge_on_a_new_version_a_pin_and_a_removal(live_server, artifacts_dir, tmp_path):
-    started = await asyncio.gather(*(asyncio.to_thread(live_server, artifacts_dir, poll_s=POLL_S) for _ in range(2)))
-    urls = [url for _, url in started]
+    urls = [live_server(artifacts_dir, poll_s=POLL_S)[1] for _ in range(2)]
     vae = artifacts_dir / "vae"
     answers: dict[str, list] = {url: [] for url in urls}
     stop = asyncio.Event()
