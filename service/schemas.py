@@ -211,7 +211,7 @@ QUERY_PARAMETERS = [
     {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
      "description": "model name; default LATENTSERVE_DEFAULT_MODEL"},
     {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
-     "description": "model version; default the highest loaded"},
+     "description": "model version; default the model's default (the highest loaded, or its DEFAULT pin)"},
 ]
 
 
