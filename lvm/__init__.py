@@ -1,7 +1,8 @@
 """Shared by training and the service: the network definitions and the artifact format. Torch only."""
 
 from lvm.architecture import build_model, check_sizes
-from lvm.artifact import Artifact, ArtifactError, load_artifact, parse_version, read_manifest, scan, write_artifact
+from lvm.artifact import (Artifact, ArtifactError, load_artifact, parse_version, read_manifest, read_pin, scan,
+                          write_artifact)
 from lvm.networks import INPUT_DIM, KINDS, LatentModel, MLPModel, PPCA
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "load_artifact",
     "parse_version",
     "read_manifest",
+    "read_pin",
     "scan",
     "write_artifact",
 ]

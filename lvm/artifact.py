@@ -5,6 +5,8 @@ written); nothing outside lvm/ does I/O on artifacts.
     <root>/<name>/<version>/manifest.json        format version, kind, architecture, provenance, SHA-256 per file
     <root>/<name>/<version>/weights.safetensors  every tensor the model needs (no pickle)
     <root>/<name>/<version>/report/*.png         plots for people; hashed like every other file
+    <root>/<name>/DEFAULT                        optional: the version number unpinned requests get (a file, so
+                                                 never listed as a version)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from lvm.staging import follow_umask, staging_folder
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"
+PIN_FILE = "DEFAULT"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # always fullmatch: "$" would let a trailing newline in
 # A version is written in ASCII digits without a leading zero ("²" and "١" pass str.isdigit but are not versions).
 VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,8}")
@@ -118,6 +121,23 @@ def check_destination(root: Path, name: str) -> Path:
 def parse_version(text: str) -> int | None:
     """The version a folder name or query value stands for, or None unless it is ASCII [1-9][0-9]* (9 digits at most)."""
     return int(text) if VERSION_PATTERN.fullmatch(text) else None
+
+
+def read_pin(name_dir: Path) -> int | None:
+    """The version <root>/<name>/DEFAULT pins (surrounding whitespace allowed), None without the file; raises
+    ArtifactError when it holds anything but a version number."""
+    try:
+        with open(Path(name_dir) / PIN_FILE, "rb") as f:
+            raw = f.read(64)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ArtifactError(f"{PIN_FILE} cannot be read ({exc.strerror})") from None
+    text = raw.decode("ascii", "replace").strip()
+    version = parse_version(text)
+    if version is None:
+        raise ArtifactError(f"{PIN_FILE} holds {text[:32]!r}, not a version number")
+    return version
 
 
 def list_versions(name_dir: Path) -> list[int]:

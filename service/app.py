@@ -25,8 +25,9 @@ ProcessEffects = Callable[[ServiceState], AbstractAsyncContextManager]
 DESCRIPTION = """Probabilistic PCA, an autoencoder and a VAE of MNIST digits, served with dynamic batching.
 
 Choose the model and version with `?model=vae&version=3` on every inference endpoint (defaults: the configured
-default model, its highest loaded version). Images go in as JSON (784 numbers in [0, 1], 28 rows of 28, or a base64
-28x28 PNG) or as an `application/x-npy` body; `Accept: image/png` or `application/x-npy` changes what comes back.
+default model, its default version: the highest loaded, or the one its DEFAULT file pins). Images go in as JSON (784
+numbers in [0, 1], 28 rows of 28, or a base64 28x28 PNG) or as an `application/x-npy` body; `Accept: image/png` or
+`application/x-npy` changes what comes back.
 Every error is JSON: `{"detail": ..., "type": ...}`; under /v2 (the Open Inference Protocol, `<model>-<operation>`
 protocol models) it is the protocol's `{"error": ...}`."""
 

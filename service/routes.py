@@ -115,15 +115,12 @@ async def model_detail(request: Request) -> Response:
 
 
 @router.post("/admin/reload", response_model=ReloadResponse, responses={**AUTH_ERRORS, **ADMIN_ERRORS},
-             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones",
+             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones, follow pins",
              description="Send `Content-Type: application/json` (no body needed) or an `X-Requested-With` header.")
 async def reload(request: Request) -> Response:
     check_admin_request(request)
-    state = state_of(request)
-    report = await registry_of(request).reload()
-    state.loaded = True
-    state.update_ready()
-    return json_reply(report)
+    registry_of(request)  # 503 while the service is starting
+    return json_reply(await state_of(request).reload())
 
 
 @router.get("/healthz", response_model=Status, summary="The process is alive (HEAD too)")

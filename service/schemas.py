@@ -3,7 +3,7 @@ bodies with orjson and numpy (service/codecs.py) and never validates through the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,12 +109,19 @@ class ScoreResponse(Served):
     kl: list[float] | None = Field(None, description="VAE only: KL(q(z | x) || p(z)), nats")
 
 
+DefaultReason = Literal["pinned", "highest", "previous"]
+DEFAULT_REASON = ("pinned: the version in the model's DEFAULT file; highest: no pin, the highest loaded version wins; "
+                  "previous: the pin cannot be followed (pin_error says why) and the default before it stays")
+
+
 class ModelInfo(BaseModel):
     name: str
     kind: str = Field(description="ppca, ae or vae")
     latent_dim: int
     versions: list[int]
-    default_version: int
+    default_version: int = Field(description="the version requests without ?version= get")
+    default_reason: DefaultReason = Field(description=DEFAULT_REASON)
+    pin_error: str | None = Field(description="why the model's DEFAULT file is not followed, when it is not")
     default: bool = Field(description="whether requests without ?model= go to this model")
     batch_sizes: dict[str, int] = Field(
         description="most items per forward pass of each operation of the default version, picked at warm-up")
@@ -141,7 +148,10 @@ class ModelsResponse(BaseModel):
 
 class ModelDetail(BaseModel):
     name: str
-    default_version: int | None
+    default_version: int | None = Field(description="null when every version was refused")
+    default_reason: DefaultReason | None = Field(description=DEFAULT_REASON)
+    pin: int | None = Field(description="the version the model's DEFAULT file names; null without one")
+    pin_error: str | None = Field(description="why the pin is not followed (a missing or refused version)")
     versions: list[dict[str, Any]] = Field(description="the manifest.json of each loaded version")
     reports: dict[str, list[str]] = Field(description="per loaded version, the report PNGs its report route serves")
     refused: list[RefusedVersion]
@@ -223,7 +233,7 @@ QUERY_PARAMETERS = [
     {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
      "description": "model name; default LATENTSERVE_DEFAULT_MODEL"},
     {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
-     "description": "model version; default the highest loaded"},
+     "description": "model version; default the model's default (the highest loaded, or its DEFAULT pin)"},
 ]
 
 

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Intra-op threads of torch; 0 takes the cores this process may run on.
     torch_threads: int = Field(0, ge=0)
     log_level: str = "info"
+    # Seconds between rescans of artifacts_dir, each applied like POST /admin/reload once a new folder has stopped
+    # changing (docs/api.md); 0: off, the folder is read at start and on /admin/reload only.
+    poll_s: float = Field(0.0, ge=0, le=3600)
 
     # Slow, vanishing and bulk clients (docs/edges.md).
     # The whole body must arrive within this many seconds of the handler's first read (a total, not per chunk);

@@ -16,6 +16,7 @@ from service.compute import Activity, ComputeThread
 from service.device import Placement, flush_denormals, resolve_device
 from service.limits import BodyBudget, BodyReader
 from service.metrics import Metrics
+from service.poll import Poller
 from service.registry import Registry
 from service.runtime import Runtime
 from service.settings import Settings
@@ -31,6 +32,8 @@ class ServiceState:
     registry: Registry | None = None
     compute: ComputeThread | None = None
     initial_load: asyncio.Task | None = None
+    poller: Poller | None = None
+    polling: asyncio.Task | None = None
     loaded: bool = False
     draining: bool = False
     bodies: BodyReader = field(init=False)
@@ -53,7 +56,22 @@ class ServiceState:
         self.registry = Registry(self.settings.artifacts_dir, self.settings.default_model, runtime)
         log.info("latentserve on %s (%d torch threads), artifacts from %s", device, torch.get_num_threads(),
                  self.settings.artifacts_dir)
-        self.initial_load = asyncio.get_running_loop().create_task(self._load())
+        loop = asyncio.get_running_loop()
+        self.initial_load = loop.create_task(self._load())
+        if self.settings.poll_s > 0:
+            self.poller = Poller(self.settings.artifacts_dir, self.reload, self.settings.poll_s)
+            self.polling = loop.create_task(self._poll())
+
+    async def reload(self, pending: frozenset[tuple[str, int]] = frozenset()) -> dict:
+        """Registry.reload, after which the service counts as loaded (POST /admin/reload and the poller)."""
+        report = await self.registry.reload(pending)
+        self.loaded = True
+        self.update_ready()
+        return report
+
+    async def _poll(self) -> None:
+        await asyncio.wait([self.initial_load])  # the first scan starts from what the initial load saw
+        await self.poller.run()
 
     async def _load(self) -> None:
         try:
@@ -84,6 +102,8 @@ class ServiceState:
 
     async def stop(self) -> None:
         self.drain()
+        if self.polling is not None:
+            self.polling.cancel()
         if self.initial_load is not None and not self.initial_load.done():
             self.initial_load.cancel()
         if self.registry is not None:

@@ -3,6 +3,7 @@ AE/VAE networks with random weights and small hidden widths. Built once per test
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -54,6 +55,15 @@ def write(root: Path, name: str, kind: str, seed: int = 0, embedding: int = 0, r
                                                       samples=10))
 
     return lvm.write_artifact(root, name, model, manifest(), extras if embedding or reference else None)
+
+
+def copy_as_version(version_dir: Path, target: Path, version: int) -> Path:
+    """The files of version_dir copied to target with the manifest renumbered to `version` (the weights and their
+    SHA-256 unchanged): a new valid version in milliseconds, for tests that move folders around."""
+    shutil.copytree(version_dir, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    (target / "manifest.json").write_text(json.dumps({**manifest, "version": version}))
+    return target
 
 
 def embedding_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@ started (models loaded and warm before the first request), and a real uvicorn pr
 
 from __future__ import annotations
 
+import itertools
 import threading
 from contextlib import asynccontextmanager
 
@@ -51,11 +52,13 @@ def block(client, model: str = "vae", version: int = 1, op: str = "encode") -> t
 @pytest.fixture
 def live_server(artifacts_template, tmp_path):
     """A factory: `proc, url = live_server(api_key="k")` starts `python -m service` over the tiny artifacts (a real
-    uvicorn on a free loopback port, ready); every process it started is killed at teardown."""
-    procs = []
+    uvicorn on a free loopback port, ready), logging to tmp_path/server-<n>.log, n = 0, 1, ... in call order (also
+    when called from several threads at once); every process it started is killed at teardown."""
+    procs, numbers = [], itertools.count()
 
     def start(artifacts=None, **env):
-        proc, url = start_server(artifacts or artifacts_template, tmp_path / f"server-{len(procs)}.log", **env)
+        log = tmp_path / f"server-{next(numbers)}.log"
+        proc, url = start_server(artifacts or artifacts_template, log, **env)
         procs.append(proc)
         return proc, url
 

@@ -62,6 +62,11 @@ def coerce_setting(env_name: str, value: str | None):
     return getattr(settings.model_validate({name: value}), name)
 
 
+# Settings the deployment files turn on deliberately, away from the service's default (make serve keeps it): each
+# replica follows the shared artifacts folder by itself (docs/deploy.md).
+DEPLOYED_NOT_DEFAULT = {"LATENTSERVE_POLL_S": 5.0}
+
+
 def setting_default(env_name: str):
     return coerce_setting(env_name, None)
 

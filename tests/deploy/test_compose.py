@@ -15,6 +15,7 @@ import yaml
 
 from tests.deploy.common import (
     APP_PORT,
+    DEPLOYED_NOT_DEFAULT,
     ROOT,
     coerce_setting,
     drain_bound_s,
@@ -94,7 +95,8 @@ def test_api_lists_every_setting_at_its_default(compose, stages):
     for key, value in environment.items():
         var, literal = interpolation_default(value)
         assert var in (None, key), f"{key}: interpolates ${{{var}}}, a different variable"
-        expected = coerce_setting(key, image_env[key]) if key in image_env else setting_default(key)
+        expected = (coerce_setting(key, image_env[key]) if key in image_env
+                    else DEPLOYED_NOT_DEFAULT.get(key, setting_default(key)))
         assert coerce_setting(key, literal) == expected, f"{key}={value!r} is not the default {expected!r}"
 
 

@@ -81,6 +81,7 @@ def test_the_custom_container_is_the_gpu_image_probed_on_the_v2_health_routes(ki
     assert {container[probe]["httpGet"]["port"] for probe in PROBES} == {APP_PORT}
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["LATENTSERVE_DEVICE"] == "cuda" and int(env["LATENTSERVE_PORT"]) == APP_PORT
+    assert float(env["LATENTSERVE_POLL_S"]) > 0  # replicas follow the artifacts folder by themselves
     assert {n for n in env if n.startswith("LATENTSERVE_")} <= SETTINGS_ENV
 
 

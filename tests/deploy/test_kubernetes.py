@@ -13,6 +13,7 @@ import yaml
 
 from tests.deploy.common import (
     APP_PORT,
+    DEPLOYED_NOT_DEFAULT,
     DOCKERFILE,
     K8S_VERSIONS,
     ROOT,
@@ -102,7 +103,8 @@ def test_configmap_lists_every_setting_but_the_secret(variant):
     assert not set(data) & from_secrets
     for key, value in data.items():
         if key != "LATENTSERVE_ARTIFACTS_DIR":
-            assert coerce_setting(key, value) == coerce_setting(key, None), f"{key}={value!r} is not the default"
+            expected = DEPLOYED_NOT_DEFAULT.get(key, coerce_setting(key, None))
+            assert coerce_setting(key, value) == expected, f"{key}={value!r} is not {expected!r}"
     assert int(data["LATENTSERVE_PORT"]) == APP_PORT
     assert {"configMapRef": {"name": kinds["ConfigMap"]["metadata"]["name"]}} in container["envFrom"]
     overrides = {e["name"] for e in container["env"] if e["name"].startswith("LATENTSERVE_")}
