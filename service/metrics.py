@@ -78,6 +78,9 @@ class Metrics:
         self.ready = Gauge("latentserve_ready", "1 when /readyz answers 200", registry=r)
         self._requests: dict[tuple[str, int], _Histogram] = {}
         self._queues: dict[tuple[str, str, str], _QueueSeries] = {}
+        # Requests past their queue's admission and not yet answered (service.observe counts them): the autoscaling
+        # signal, as Ray Serve's ongoing requests, since it measures the load whatever the hardware.
+        self.in_flight = 0
         r.register(_Collector(self))
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -145,6 +148,9 @@ class _Collector:
             depth.add_metric(labels, series.depth)
         yield from families.values()
         yield depth
+        yield GaugeMetricFamily("latentserve_requests_in_flight",
+                                "Inference requests admitted and not yet answered (the autoscaling signal)",
+                                value=self._metrics.in_flight)
 
 
 class _Observer(BatchObserver):

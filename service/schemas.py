@@ -135,6 +135,7 @@ class Status(BaseModel):
 class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     type: str = Field(description="a stable machine-readable kind, e.g. invalid_input")
+    request_id: str | None = Field(None, description="the request's X-Request-ID (the client's, or one generated)")
 
 
 def _error(status: int, type_: str, detail: str, headers: dict | None = None) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,9 @@ class Settings(BaseSettings):
     # Intra-op threads of torch; 0 takes the cores this process may run on.
     torch_threads: int = Field(0, ge=0)
     log_level: str = "info"
+    # "text": readable lines, no access log (`make serve`'s default). "json": one JSON object per line on stderr, the
+    # service's events and an access line per request, each with its request ID (docs/operating.md).
+    log_format: Literal["text", "json"] = "text"
 
     # Slow, vanishing and bulk clients (docs/edges.md).
     # The whole body must arrive within this many seconds of the handler's first read (a total, not per chunk);
