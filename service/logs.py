@@ -83,6 +83,7 @@ def access_log(settings: Settings, stream: IO[bytes] | None = None) -> AccessLog
             fields.update(model=record.model, version=record.version, operation=record.operation)
         if record.batch_size:
             fields.update(batch_size=record.batch_size, queue_wait_ms=round(record.queue_wait_s * 1e3, 3))
-        (logger.error if status >= 500 else logger.info)("access", **fields)
+        # error for a 500 (a bug, its traceback logged beside it); a 503 or a 4xx is the service working as meant
+        (logger.error if status == 500 else logger.info)("access", **fields)
 
     return write
