@@ -76,6 +76,10 @@ class Metrics:
         self.loaded = Gauge("latentserve_model_loaded", "1 per loaded model version", ("model", "version", "kind"),
                             registry=r)
         self.ready = Gauge("latentserve_ready", "1 when /readyz answers 200", registry=r)
+        self.queue_capacity = Gauge("latentserve_queue_capacity_items",
+                                    "Bound on the items waiting in each queue (LATENTSERVE_MAX_QUEUE_ITEMS)", registry=r)
+        self.refused = Gauge("latentserve_artifact_refused", "1 per artifact version the last scan refused",
+                             ("model", "version"), registry=r)
         self._requests: dict[tuple[str, int], _Histogram] = {}
         self._queues: dict[tuple[str, str, str], _QueueSeries] = {}
         # Requests past their queue's admission and not yet answered (service.observe counts them): the autoscaling
@@ -109,6 +113,12 @@ class Metrics:
             self.loaded.remove(model, str(version), kind)
         except KeyError:
             pass
+
+    def artifacts_refused(self, versions: list[tuple[str, int]]) -> None:
+        """The versions the last scan refused (bad checksum, manifest or weights), replacing the previous scan's."""
+        self.refused.clear()
+        for model, version in versions:
+            self.refused.labels(model, str(version)).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -86,6 +86,7 @@ class Registry:
                        if (s.name, s.version) not in present]
             self._swap(fresh, dropped)
             self.refused = refused
+            self._metrics.artifacts_refused([(r.name, r.version) for r in refused])
             for served in dropped:
                 await served.close()  # queued requests of a removed version still finish
                 self._metrics.model_unloaded(served.name, served.version, served.kind)
