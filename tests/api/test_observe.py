@@ -8,6 +8,7 @@ import asyncio
 import io
 import logging
 import re
+import time
 
 import orjson
 import pytest
@@ -117,7 +118,7 @@ async def test_json_access_lines_name_the_request_its_trace_and_its_batch(artifa
     assert (first["method"], first["path"], first["model"], first["version"], first["operation"]) == (
         "POST", "/encode", "vae", 1, "encode")
     assert first["batch_size"] >= 3 and first["queue_wait_ms"] >= 0 and first["duration_ms"] > 0
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", first["time"])
+    assert abs(first["time"] - time.time()) < 60
     refused = lines[bad.headers["x-request-id"]]
     assert refused["status"] == 422 and "batch_size" not in refused and "trace_id" not in refused
     health = lines[probe.headers["x-request-id"]]
