@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from service import codecs, observe, tracing
 from service.batcher import Batcher, Pending
-from service.errors import ClientClosedRequest, Unavailable
+from service.errors import ClientClosedRequest, InvalidInput, Unavailable
 from service.models import ServedModel
 from service.registry import Registry
 from service.state import ServiceState
@@ -76,7 +76,7 @@ async def result(request: Request, batcher: Batcher, pendings: list[Pending]) ->
         record.queue_wait_s = first.dispatched_at - first.enqueued_at
         if record.span is not None:
             tracing.request_spans(record, first)
-    return outputs
+    return _finite(outputs)
 
 
 async def _watched(request: Request, batcher: Batcher, pendings: list[Pending]) -> tuple[np.ndarray, ...]:
@@ -91,6 +91,16 @@ async def _watched(request: Request, batcher: Batcher, pendings: list[Pending]) 
         await asyncio.wait((answer,))
         raise ClientClosedRequest("the client closed the connection before the answer was ready")
     return answer.result()
+
+
+def _finite(outputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """The outputs, unless some are not finite: inputs of a magnitude the model cannot take (latents near the
+    float32 maximum overflow its first layer) are the caller's to fix, a 422, never a 200 with nulls."""
+    for out in outputs:
+        if out.dtype.kind == "f" and not np.isfinite(out).all():
+            raise InvalidInput("the model's output for these inputs is not finite: their magnitude is beyond what "
+                               "it can compute (latents of a few hundred at most are meaningful)")
+    return outputs
 
 
 async def _disconnected(request: Request) -> None:
