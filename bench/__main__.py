@@ -17,7 +17,8 @@ from bench.server import REPO
 from bench.wrk import wrk_path
 
 SMOKE = {"duration_s": 2.0, "warmup_s": 1.0, "concurrency": [4], "scenarios": ["encode-json", "encode-npy-1024"],
-         "batching": ["on"], "inprocess_time_s": 0.2, "client_rounds": 1}
+         "batching": ["on"], "inprocess_time_s": 0.2, "client_rounds": 1,
+         "access_log_rounds": 0}
 
 
 def _env_pairs(items: list[str]) -> dict[str, str]:

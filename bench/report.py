@@ -68,6 +68,12 @@ def checks(run: dict) -> list[dict]:
                 best["ratio"] >= target)
     out += client_checks(run.get("info", {}).get("client"))
     _protocol_checks(run, add)
+    access = run.get("info", {}).get("access_log")
+    if access and access["ratio"] is not None:
+        add(f"encode-json c={access['concurrency']}: req/s with JSON access lines >= 0.95 x without",
+            f"{access['ratio']:.3f} x (median of {len(access['json'])} alternating rounds, "
+            f"{statistics.median(access['json']):,.0f} vs {statistics.median(access['text']):,.0f} req/s)",
+            access["ratio"] >= 0.95)
     measured = [r for r in rows if r["batching"] in ("on", "-")]
     bad = [f"{r['scenario']} c={r['concurrency']}" + (f" {r['statuses']}" if r.get("statuses") else "")
            for r in measured if r["errors"]]

@@ -37,6 +37,7 @@ class RunConfig:
     inprocess_time_s: float = 1.0
     paired_rounds: int = 5  # alternating on/off rounds behind the "on >= off" checks below the top concurrency
     paired_round_s: float = 2.0
+    access_log_rounds: int = 5  # alternating rounds of JSON access lines on against off (0 skips them)
     client_rounds: int = 10  # alternating rounds of bench.client (Client.encode against bulk .npy); 0 skips it
     service_env: dict[str, str] = field(default_factory=dict)
     service_app: str = SERVICE_APP
@@ -70,6 +71,8 @@ def run(cfg: RunConfig) -> dict:
         info["client"] = client_bench.measure(cfg.service_app, _service_env(served, cfg, "on"), cores, cfg.client_rounds)
     if cfg.paired_rounds and "on" in cfg.batching:
         info["paired_protocol"] = _paired_protocol(served, cores, body_files, cfg)
+    if cfg.access_log_rounds and "encode-json" in cfg.scenarios and "on" in cfg.batching:
+        info["access_log"] = _paired_access_log(served, cores, body_files, cfg)
     info["loadavg_end"] = machine.loadavg()
     return {"info": info, "rows": rows}
 
@@ -167,6 +170,29 @@ def _paired_protocol(served: Path, cores, body_files, cfg: RunConfig) -> dict:
             cfg.log(f"[bench] paired {pair.scenario} / {pair.reference} c={pair.concurrency}: medians {mine:.0f} / "
                     f"{theirs:.0f} images/s over {cfg.paired_rounds} alternating rounds of {cfg.paired_round_s:g} s")
     return out
+
+
+def _paired_access_log(served: Path, cores, body_files, cfg: RunConfig) -> dict:
+    """Single-image JSON /encode at the highest concurrency on two servers up at once, one with the text log (no
+    access lines) and one with LATENTSERVE_LOG_FORMAT=json (an access line per request, written to a file), in
+    alternating rounds: the access log's cost, as the ratio of the median req/s (json over text)."""
+    scenario, c = BY_NAME["encode-json"], max(cfg.concurrency)
+    env = _service_env(served, cfg, "on")
+    rates = {"text": [], "json": []}
+    with Server(cfg.service_app, cores, env={**env, "LATENTSERVE_LOG_FORMAT": "text"}) as text, \
+            Server(cfg.service_app, cores, env={**env, "LATENTSERVE_LOG_FORMAT": "json"},
+                   log_path=cfg.out_dir / "server-access-json.log") as json_log:
+        for round_ in range(cfg.access_log_rounds + 1):  # round 0 warms both up and is not kept
+            for name, server in (("text", text), ("json", json_log)):
+                result = run_wrk(server.url + scenario.path, body_files[scenario.body], c, cfg.paired_round_s, cores,
+                                 content_type=scenario.content_type)
+                if round_:
+                    rates[name].append(result.req_per_s)
+    text_rate, json_rate = statistics.median(rates["text"]), statistics.median(rates["json"])
+    cfg.log(f"[bench] access log c={c}: medians {json_rate:.0f} (json) / {text_rate:.0f} (text) req/s over "
+            f"{cfg.access_log_rounds} alternating rounds of {cfg.paired_round_s:g} s")
+    return {"concurrency": c, "text": rates["text"], "json": rates["json"],
+            "ratio": json_rate / text_rate if text_rate else None}
 
 
 def _add_ratios(rows: list[dict], inprocess: dict) -> None:

@@ -3,7 +3,6 @@ one place for what a serving process does to itself (torch threads, the collecto
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from service import logs
 from service.app import create_app
 from service.device import DeviceError, resolve_device
 from service.runtime import freeze_heap, tune_process
@@ -37,7 +37,7 @@ async def serving_process(state: ServiceState) -> AsyncIterator[None]:
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings)
     try:
         resolve_device(settings.device)  # refuse a bad device with one clear line, before uvicorn starts
     except DeviceError as exc:
@@ -47,7 +47,9 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=False,  # per-request logging costs throughput; /metrics counts every request instead
+        # JSON: uvicorn's loggers go to the root's JSON handler (service.logs) rather than its own text handlers.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        access_log=False,  # the service writes its own access line (LATENTSERVE_LOG_FORMAT=json): no duplicate
         # Every accepted request ends within its timeout (504 at the latest), so draining never needs longer.
         timeout_graceful_shutdown=math.ceil(settings.request_timeout_s) + 5,
     )

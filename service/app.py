@@ -12,10 +12,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 
 from fastapi import FastAPI
 
-from service import errors, oip, pages, routes
+from service import errors, logs, oip, pages, routes, tracing
 from service.auth import AuthMiddleware, declare_bearer
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
+from service.observe import RequestMiddleware
 from service.oip_errors import ProtocolErrorMiddleware
 from service.settings import Settings
 from service.state import ServiceState
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
     serving process passes its process-wide effects (service.__main__.serving_process); test apps pass none."""
     settings = settings or Settings()
     state = ServiceState(settings)
+    if serving_process:
+        tracing.configure_from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -64,7 +67,11 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
         app.add_middleware(AuthMiddleware, api_key=settings.api_key)
         declare_bearer(app)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    app.add_middleware(ProtocolErrorMiddleware)  # outermost: /v2 errors from every layer take the protocol's body
+    app.add_middleware(ProtocolErrorMiddleware)  # /v2 errors from every layer take the protocol's body
+    if tracing.tracer is not None:  # OTEL_* variables and the otel extra (service.tracing); nothing otherwise
+        app.add_middleware(tracing.TracingMiddleware)
+    # Outermost: every response, whoever sent it, carries the request's ID, and every error body and log line has it.
+    app.add_middleware(RequestMiddleware, metrics=state.metrics, access=logs.access_log(settings))
     return app
 
 

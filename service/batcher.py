@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service import tracing
 from service.compute import Activity, ComputeThread
 from service.errors import Internal, Overloaded, Timeout, Unavailable
 
@@ -33,13 +34,19 @@ BatchFn = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, ...]]
 @dataclass(slots=True, eq=False)
 class Pending:
     """The rows of one request, waiting for batches: rows [0, taken) have gone into batches, and the outputs of the
-    ones that came back wait in `parts` while the request spans several batches."""
+    ones that came back wait in `parts` while the request spans several batches. Its first batch's dispatch time and
+    size are kept for the request's log line; `span` and `batch_span` are the request's and its first batch's spans when
+    tracing is on (service.tracing)."""
 
     x: np.ndarray
     future: asyncio.Future
     enqueued_at: float
     taken: int = 0
     parts: list[tuple[np.ndarray, ...]] | None = None
+    dispatched_at: float = 0.0
+    batch_rows: int = 0
+    span: object = None
+    batch_span: object = None
 
     @property
     def left(self) -> int:
@@ -136,6 +143,8 @@ class Batcher:
         self.admit(n)
         loop = asyncio.get_running_loop()
         pendings = [Pending(x, loop.create_future(), loop.time())]
+        if tracing.tracer is not None:
+            pendings[0].span = tracing.current_span()
         self._queue.extend(pendings)
         self.queued_items += n
         self._observer.depth(self.queued_items)
@@ -277,13 +286,17 @@ class Batcher:
 
     async def _dispatch(self, batch: list[tuple[Pending, int, int]]) -> None:
         now = asyncio.get_running_loop().time()
+        rows = sum(stop - start for _, start, stop in batch)
         for p, start, _ in batch:
             if not start:
                 self._observer.waited(now - p.enqueued_at)
-        rows = sum(stop - start for _, start, stop in batch)
+                p.dispatched_at, p.batch_rows = now, rows
+        span = None if tracing.tracer is None else tracing.batch_span(self.name, batch, rows)
         try:
             outputs, compute_s = await self._compute.run(self.fn, [p.x[start:stop] for p, start, stop in batch])
         except Exception:
+            if span is not None:
+                tracing.end_batch(span, failed=True)
             log.exception("batch of %d items on %s failed; its %d request(s) get 500", rows, self.name, len(batch))
             error = Internal("internal")
             for p, _, _ in batch:
@@ -292,6 +305,8 @@ class Batcher:
                     self._release(p)
             return
         self._observer.batch(rows, compute_s)
+        if span is not None:
+            tracing.end_batch(span)
         per_item = compute_s / rows
         self._seconds_per_item = per_item if not self._seconds_per_item else 0.8 * self._seconds_per_item + 0.2 * per_item
         offset = 0

@@ -1,4 +1,5 @@
-"""The exception family of the service and the one handler that renders every error as `{"detail", "type"}` JSON.
+"""The exception family of the service and the one handler that renders every error as `{"detail", "type",
+"request_id"}` JSON (the ID service.observe gave the request, also in its `X-Request-ID` header).
 
 FastAPI's own validation errors and Starlette's 404/405 go through the same renderer, and so do the ASGI middlewares.
 """
@@ -15,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Send
 
+from service import observe
 from service.oip_errors import is_protocol_path, protocol_body
 
 log = logging.getLogger("service.errors")
@@ -114,7 +116,7 @@ class ClientClosedRequest(ServiceError):
 
 
 def error_body(exc: ServiceError) -> bytes:
-    body = {"detail": exc.detail, "type": exc.type}
+    body = {"detail": exc.detail, "type": exc.type, "request_id": observe.current_request_id()}
     limit = getattr(exc, "limit", None)
     if limit is not None:
         body["limit"] = limit
@@ -166,6 +168,10 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     error = as_service_error(exc)
     if isinstance(error, Internal) and error is not exc:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        # Rendered outside every middleware (Starlette's ServerErrorMiddleware), so the ID's header is added here.
+        request_id = observe.current_request_id()
+        if request_id is not None:
+            error.headers[observe.HEADER] = request_id
     elif isinstance(error, (ClientClosedRequest, BodyTimeout)):
         log.info("%s %s: %d %s", request.method, request.url.path, error.status, error.detail)
     response = error_response(error)

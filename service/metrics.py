@@ -86,8 +86,15 @@ class Metrics:
         self.loaded = Gauge("latentserve_model_loaded", "1 per loaded model version", ("model", "version", "kind"),
                             registry=r)
         self.ready = Gauge("latentserve_ready", "1 when /readyz answers 200", registry=r)
+        self.queue_capacity = Gauge("latentserve_queue_capacity_items",
+                                    "Bound on the items waiting in each queue (LATENTSERVE_MAX_QUEUE_ITEMS)", registry=r)
+        self.refused = Gauge("latentserve_artifact_refused", "1 per artifact version the last scan refused",
+                             ("model", "version"), registry=r)
         self._requests: dict[tuple[str, int], _Histogram] = {}
         self._queues: dict[tuple[str, str, str], _QueueSeries] = {}
+        # Requests past their queue's admission and not yet answered (service.observe counts them): the autoscaling
+        # signal, as Ray Serve's ongoing requests, since it measures the load whatever the hardware.
+        self.in_flight = 0
         r.register(_Collector(self))
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -116,6 +123,12 @@ class Metrics:
             self.loaded.remove(model, str(version), kind)
         except KeyError:
             pass
+
+    def artifacts_refused(self, versions: list[tuple[str, int]]) -> None:
+        """The versions the last scan refused (bad checksum, manifest or weights), replacing the previous scan's."""
+        self.refused.clear()
+        for model, version in versions:
+            self.refused.labels(model, str(version)).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -155,6 +168,9 @@ class _Collector:
             depth.add_metric(labels, series.depth)
         yield from families.values()
         yield depth
+        yield GaugeMetricFamily("latentserve_requests_in_flight",
+                                "Inference requests admitted and not yet answered (the autoscaling signal)",
+                                value=self._metrics.in_flight)
 
 
 class _Observer(BatchObserver):

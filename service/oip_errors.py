@@ -1,5 +1,5 @@
-"""The Open Inference Protocol's error body on /v2 paths: `{"error": ...}` in place of the service's
-`{"detail", "type"}`, with the same status and headers, whoever raised it (a handler, routing, auth, the body limit).
+"""The Open Inference Protocol's error body on /v2 paths: `{"error": ..., "request_id": ...}` in place of the
+service's `{"detail", "type", "request_id"}`, with the same status and headers, whoever raised it (a handler, routing, auth, the body limit).
 
 Pure ASGI middleware, outermost, so that the errors the other middlewares send pass through it too; other paths and
 successful replies go through untouched. (A 500 is rendered outside every middleware and keeps the service's body.)
@@ -16,14 +16,14 @@ def is_protocol_path(path: str) -> bool:
 
 
 def protocol_body(body: bytes) -> bytes:
-    """`{"error": detail}` from the service's error body; any other body is left as it is."""
+    """`{"error": detail, "request_id": ...}` from the service's error body; any other body is left as it is."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body
     if not isinstance(obj, dict) or not isinstance(obj.get("detail"), str):
         return body
-    return orjson.dumps({"error": obj["detail"]})
+    return orjson.dumps({"error": obj["detail"], "request_id": obj.get("request_id")})
 
 
 class ProtocolErrorMiddleware:

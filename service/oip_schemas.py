@@ -90,6 +90,7 @@ class InferenceResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str
+    request_id: str | None = None  # the request's X-Request-ID; an addition the protocol's clients ignore
 
 
 def _inline(schema: dict) -> dict:

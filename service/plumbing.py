@@ -13,7 +13,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from service import codecs
+from service import codecs, observe, tracing
 from service.batcher import Batcher, Pending
 from service.errors import ClientClosedRequest, InvalidInput, Unavailable, UnsupportedMediaType
 from service.models import ServedModel
@@ -61,18 +61,37 @@ async def receive(request: Request, find: Callable[[], ServedModel], op: str) ->
     the client hangs up first (service.limits). Callers count themselves as work on its way
     (`state.activity.arrival()`) only once this returns: a stalled upload must not make the collectors wait for it."""
     find().batchers[op].admit()
-    body = await state_of(request).bodies.read(request.scope, request.receive)
+    state, record = state_of(request), observe.current()
+    observe.admitted(record, state.metrics)
+    body = await state.bodies.read(request.scope, request.receive)
     # Looked up again: a reload may have swapped versions while the body arrived. From here to the queue nothing
     # awaits, so the version returned is still serving when the rows are queued.
-    return find(), body
+    served = find()
+    if record is not None:
+        record.model, record.version, record.operation = served.name, served.version, op
+    return served, body
 
 
 async def result(request: Request, batcher: Batcher, pendings: list[Pending]) -> tuple[np.ndarray, ...]:
     """The batcher's outputs; a large request whose client hangs up first is withdrawn from its queue, so that work
     nobody will read neither runs nor holds queue room (uvicorn does not cancel a handler on disconnect). Small
-    requests skip the watch: it would cost more than the work it could save."""
+    requests skip the watch: it would cost more than the work it could save. The request's record (service.observe)
+    gets the first batch's size and queue wait."""
     if len(pendings) == 1 and len(pendings[0].x) < _WATCH_ROWS:
-        return _finite(await batcher.result(pendings))
+        outputs = await batcher.result(pendings)
+    else:
+        outputs = await _watched(request, batcher, pendings)
+    record = observe.current()
+    if record is not None:
+        first = pendings[0]
+        record.batch_size = first.batch_rows
+        record.queue_wait_s = first.dispatched_at - first.enqueued_at
+        if record.span is not None:
+            tracing.request_spans(record, first)
+    return _finite(outputs)
+
+
+async def _watched(request: Request, batcher: Batcher, pendings: list[Pending]) -> tuple[np.ndarray, ...]:
     answer = asyncio.ensure_future(batcher.result(pendings))
     hang_up = asyncio.ensure_future(_disconnected(request))
     try:
@@ -83,7 +102,7 @@ async def result(request: Request, batcher: Batcher, pendings: list[Pending]) ->
         answer.cancel()  # batcher.result cancels its chunks and frees their queue room
         await asyncio.wait((answer,))
         raise ClientClosedRequest("the client closed the connection before the answer was ready")
-    return _finite(answer.result())
+    return answer.result()
 
 
 def _finite(outputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:

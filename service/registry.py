@@ -117,6 +117,7 @@ class Registry:
             self._swap(fresh, dropped, pins, refused)
             self._log_refusals(refused)
             self.refused = refused
+            self._metrics.artifacts_refused([(r.name, r.version) for r in refused])
             for served in dropped:
                 await served.close()  # queued requests of a removed version still finish
                 self._metrics.model_unloaded(served.name, served.version, served.kind)

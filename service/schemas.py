@@ -183,6 +183,7 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     type: str = Field(description="a stable machine-readable kind, e.g. invalid_input")
     limit: Limit | None = Field(None, description="413 only: the limit the request went over, as data")
+    request_id: str | None = Field(None, description="the request's X-Request-ID (the client's, or one generated)")
 
 
 def _error(error: type[errors.ServiceError], detail: str, headers: dict | None = None) -> dict[int, dict]:

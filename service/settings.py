@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,9 @@ class Settings(BaseSettings):
     # Seconds between rescans of artifacts_dir, each applied like POST /admin/reload once a new folder has stopped
     # changing (docs/api.md); 0: off, the folder is read at start and on /admin/reload only.
     poll_s: float = Field(0.0, ge=0, le=3600)
+    # "text": readable lines, no access log (`make serve`'s default). "json": one JSON object per line on stderr, the
+    # service's events and an access line per request, each with its request ID (docs/operating.md).
+    log_format: Literal["text", "json"] = "text"
 
     # Slow, vanishing and bulk clients (docs/edges.md).
     # The whole body must arrive within this many seconds of the handler's first read (a total, not per chunk);

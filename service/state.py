@@ -42,6 +42,7 @@ class ServiceState:
         rejections = self.metrics.rejections
         budget = BodyBudget(self.settings.max_inflight_body_bytes, lambda reason: rejections.labels(reason).inc())
         self.bodies = BodyReader(budget, self.settings.body_timeout_s)
+        self.metrics.queue_capacity.set(self.settings.max_queue_items)
 
     @property
     def ready(self) -> bool:

@@ -189,7 +189,7 @@ async def test_failing_batch_gives_500_internal_and_the_service_keeps_serving(cl
 
     batcher.fn = broken
     r = await client.post("/decode", json={"latents": [[0.0, 0.0]]})
-    assert r.status_code == 500 and r.json() == {"detail": "internal", "type": "internal"}
+    assert r.status_code == 500 and r.json() == {"detail": "internal", "type": "internal", "request_id": r.headers["x-request-id"]}
     assert sum("CUDA fell over" in (rec.exc_text or "") or rec.exc_info is not None for rec in caplog.records) == 1
     batcher.fn = inner
     assert (await client.post("/decode", json={"latents": [[0.0, 0.0]]})).status_code == 200

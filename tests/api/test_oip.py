@@ -170,18 +170,18 @@ async def test_sample_count_and_seed_equal_the_services_own(client, how):
 
 async def test_service_routes_keep_their_own_error_body(client):
     r = await client.post("/encode", json={"images": [[2.0] * 784]})
-    assert r.status_code == 422 and set(r.json()) == {"detail", "type"}
+    assert r.status_code == 422 and set(r.json()) == {"detail", "type", "request_id"}
 
 
 async def test_auth_and_body_limit_speak_the_protocol_on_v2(artifacts_dir):
     async with serve(artifacts_dir, api_key="k", max_body_bytes=4096) as client:
         r = await client.get("/v2")
-        assert r.status_code == 401 and set(r.json()) == {"error"} and r.headers["www-authenticate"] == "Bearer"
+        assert r.status_code == 401 and set(r.json()) == {"error", "request_id"} and r.headers["www-authenticate"] == "Bearer"
         assert (await client.get("/v2/health/ready")).status_code == 200  # probes need no key
         r = await client.post("/v2/models/vae-encode/infer", headers={"Authorization": "Bearer k"},
                               json={"inputs": [tensor("images", IMAGES)]})
         assert r.status_code == 413 and "exceeds" in r.json()["error"]
-        assert set((await client.get("/models")).json()) == {"detail", "type"}
+        assert set((await client.get("/models")).json()) == {"detail", "type", "request_id"}
 
 
 def _body(images=None, **tensor_fields) -> dict:
@@ -258,13 +258,13 @@ async def test_bad_protocol_input_is_a_4xx_with_the_protocol_error_body(client, 
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     r = await client.post(f"/v2/models/{name}/infer", content=content, headers=headers)
     assert r.status_code == status, r.text
-    assert set(r.json()) == {"error"} and r.json()["error"]
+    assert set(r.json()) == {"error", "request_id"} and r.json()["error"]
 
 
 async def test_unknown_model_metadata_and_unknown_route_are_404s(client):
     for path in ("/v2/models/vea-encode", "/v2/models/vae-encode/versions/3/ready", "/v2/nothing"):
         r = await client.get(path)
-        assert r.status_code == 404 and set(r.json()) == {"error"}, path
+        assert r.status_code == 404 and set(r.json()) == {"error", "request_id"}, path
 
 
 async def test_full_queue_is_a_503_with_retry_after_and_a_slow_one_a_504(artifacts_dir):
@@ -277,9 +277,9 @@ async def test_full_queue_is_a_503_with_retry_after_and_a_slow_one_a_504(artifac
         await until(lambda: client.app.state.service.registry.get("vae", 1).batchers["encode"].queued_items == 4)
         refused = await client.post(infer, json=_body())
         assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
-        assert set(refused.json()) == {"error"}
+        assert set(refused.json()) == {"error", "request_id"}
         timed_out = await queued  # waited in the queue past request_timeout_s behind the held batch
-        assert timed_out.status_code == 504 and set(timed_out.json()) == {"error"}
+        assert timed_out.status_code == 504 and set(timed_out.json()) == {"error", "request_id"}
         gate.set()
         assert (await first).status_code == 504  # held past the timeout too
         assert (await client.post(infer, json=_body())).status_code == 200

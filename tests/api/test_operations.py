@@ -98,8 +98,10 @@ async def test_an_unexpected_error_is_a_500_in_each_familys_own_body(client, mon
         protocol = await plain.post("/v2/models/vae-encode/infer", json=_protocol_body(
             OPERATIONS["encode"], {"images": IMAGES[:1]}))
         native = await plain.post("/encode", json={"images": IMAGES[:1].tolist()})
-    assert (protocol.status_code, protocol.json()) == (500, {"error": "internal"})
-    assert (native.status_code, native.json()) == (500, {"detail": "internal", "type": "internal"})
+    assert (protocol.status_code, protocol.json()) == (
+        500, {"error": "internal", "request_id": protocol.headers["x-request-id"]})
+    assert (native.status_code, native.json()) == (
+        500, {"detail": "internal", "type": "internal", "request_id": native.headers["x-request-id"]})
 
 
 async def test_non_finite_outputs_are_a_422_in_both_families_never_nulls(client):
