@@ -9,8 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, oip, pages, routes
-from service.auth import AuthMiddleware, declare_bearer
+from service import auth, browser, errors, oip, pages, routes
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
 from service.oip_errors import ProtocolErrorMiddleware
@@ -54,15 +53,14 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
     # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=telemetry, routes=routes.router.routes + oip.router.routes + pages.router.routes)
+                  telemetry=telemetry, routes=routes.router.routes + oip.router.routes + pages.router.routes + auth.router.routes)
     app.state.service = state
     errors.install(app)
-    # Added innermost first: metrics sees everything, auth runs before the body limit, which also frees each
-    # request's share of the body budget when it ends.
+    # Added innermost first: metrics sees everything, CORS answers preflights before auth, auth runs before the
+    # body limit, which also frees each request's share of the body budget when it ends.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, budget=state.bodies.budget)
-    if settings.api_key:
-        app.add_middleware(AuthMiddleware, api_key=settings.api_key)
-        declare_bearer(app)
+    auth.install(app, settings)
+    browser.install(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(ProtocolErrorMiddleware)  # outermost: /v2 errors from every layer take the protocol's body
     return app

@@ -19,14 +19,15 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import BatchObserver
+from service.keys import KEY_SCOPE
 from service.models import OPERATIONS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # Client errors counted as rejections, by status; queue_full and timeout come from the batchers.
-_REJECTION_REASONS = {401: "unauthorized", 404: "not_found", 408: "body_timeout", 413: "too_large",
-                      415: "unsupported_media_type", 422: "invalid", 499: "client_closed"}
+_REJECTION_REASONS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 408: "body_timeout", 413: "too_large",
+                      415: "unsupported_media_type", 422: "invalid", 429: "rate_limited", 499: "client_closed"}
 _OP_LABELS = ("model", "version", "operation")
 
 
@@ -79,6 +80,7 @@ class Metrics:
         self.ready = Gauge("latentserve_ready", "1 when /readyz answers 200", registry=r)
         self._requests: dict[tuple[str, int], _Histogram] = {}
         self._queues: dict[tuple[str, str, str], _QueueSeries] = {}
+        self._keys: dict[tuple[str, int], int] = {}  # (key id, status) -> requests; ids: configured or anonymous
         r.register(_Collector(self))
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -91,6 +93,10 @@ class Metrics:
         reason = _REJECTION_REASONS.get(status)
         if reason:
             self.rejections.labels(reason).inc()
+
+    def observe_key(self, key: str, status: int) -> None:
+        """One request by key id (a configured id or "anonymous": the auth middleware never passes another)."""
+        self._keys[(key, status)] = self._keys.get((key, status), 0) + 1
 
     def batch_observer(self, model: str, version: int, operation: str) -> BatchObserver:
         series = self._queues.setdefault((model, str(version), operation), _QueueSeries())
@@ -131,6 +137,11 @@ class _Collector:
             latency.add_metric(labels, histogram.exposition(), histogram.sum)
         yield requests
         yield latency
+        by_key = CounterMetricFamily("latentserve_key_requests", "HTTP requests by API key id and status (401: "
+                                     "key 'anonymous'; 403 forbidden, 429 rate_limited)", labels=("key", "status"))
+        for (key, status), count in list(self._metrics._keys.items()):
+            by_key.add_metric((key, str(status)), count)
+        yield by_key
         families = {
             "batch_size": HistogramMetricFamily("latentserve_batch_size", "Items per forward pass", labels=_OP_LABELS),
             "queue_wait": HistogramMetricFamily("latentserve_queue_wait_seconds", "Time from queueing to dispatch",
@@ -191,6 +202,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             self.metrics.observe_request(endpoint(scope), status, time.perf_counter() - start)
+            key = scope.get(KEY_SCOPE)
+            if key is not None and key[0] is not None:
+                self.metrics.observe_key(key[0], status)
 
 
 def endpoint(scope: Scope) -> str:

@@ -127,6 +127,12 @@ class Status(BaseModel):
     status: str
 
 
+class WhoAmI(BaseModel):
+    key: str | None = Field(description="the key's id from the keys file ('default' for LATENTSERVE_API_KEY); "
+                                        "null when the service has no key configured")
+    scopes: list[str] = Field(description="what the key may call: 'infer' (inference and read routes), 'admin'")
+
+
 class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     type: str = Field(description="a stable machine-readable kind, e.g. invalid_input")
@@ -143,7 +149,12 @@ def _error(status: int, type_: str, detail: str, headers: dict | None = None) ->
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
-AUTH_ERRORS = {401: _error(401, "unauthorized", "missing or invalid API key; send 'Authorization: Bearer <key>'")}
+AUTH_ERRORS = {
+    401: _error(401, "unauthorized", "missing or invalid API key; send 'Authorization: Bearer <key>'"),
+    403: _error(403, "forbidden", "key 'billing' lacks the 'admin' scope this route needs"),
+    429: _error(429, "rate_limited", "key 'billing' is over its rate of 20 requests/s (burst 40); retry in 1 s",
+                _RETRY_AFTER),
+}
 INFERENCE_ERRORS = {
     **AUTH_ERRORS,
     404: _error(404, "unknown_model", "model 'vea' is not loaded; loaded models: ae, pca, vae"),
