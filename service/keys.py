@@ -29,7 +29,7 @@ KEY_SCOPE = "latentserve.key"
 ANONYMOUS = "anonymous"
 RELOAD_CHECK_S = 2.0  # the file is stat-ed at most this often
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})", re.IGNORECASE)
 _LIMIT = re.compile(r"(rate|burst)=([0-9]+(?:\.[0-9]+)?)")
 
 
