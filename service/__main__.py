@@ -7,10 +7,8 @@ import logging
 import math
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
-from service.device import DeviceError, resolve_device
 from service.keys import KeyFileError, KeyRing, keys_main
 from service.settings import Settings
 
@@ -27,6 +25,11 @@ def main() -> None:
     except (KeyFileError, OSError) as exc:
         sys.exit(f"latentserve: LATENTSERVE_API_KEYS_FILE: {exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Imported here: `keys` and a refused setting answer without loading torch and the server.
+    import uvicorn
+
+    from service.device import DeviceError, resolve_device
+
     try:
         resolve_device(settings.device)  # refuse a bad device with one clear line, before uvicorn starts
     except DeviceError as exc:
