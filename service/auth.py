@@ -32,6 +32,7 @@ PUBLIC_PATHS = frozenset(("/healthz", "/readyz", "/metrics", "/v2/health/live", 
 PUBLIC_PREFIX = STATIC_PREFIX + "/"
 ADMIN_PREFIX = "/admin/"
 WHOAMI_PATH = "/auth/whoami"
+METRICS_PATH = "/metrics"
 _SCHEME = b"bearer"
 _NO_DIGEST = bytes(32)
 
@@ -56,14 +57,16 @@ class TokenBuckets:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, keys: KeyRing, admin_open: bool) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyRing, admin_open: bool, metrics_scope: str = "") -> None:
         self.app = app
         self.keys = keys
         self.admin_open = admin_open
+        self.metrics_scope = metrics_scope if keys.configured else ""
         self.buckets = TokenBuckets()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _public(scope["path"]):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or (_public(path) and not (self.metrics_scope and path == METRICS_PATH)):
             await self.app(scope, receive, send)
             return
         error = self._check(scope) if self.keys.configured else self._check_open(scope)
@@ -91,7 +94,10 @@ class AuthMiddleware:
         scope[KEY_SCOPE] = (key.id, tuple(s for s in SCOPES if s in key.scopes))
         path = scope["path"]
         if path != WHOAMI_PATH:
-            needed = ADMIN if path.startswith(ADMIN_PREFIX) else INFER
+            if path.startswith(ADMIN_PREFIX):
+                needed = ADMIN
+            else:  # /metrics only gets here when LATENTSERVE_METRICS_SCOPE names a scope
+                needed = self.metrics_scope if path == METRICS_PATH else INFER
             if needed not in key.scopes:
                 return Forbidden(f"key {key.id!r} lacks the {needed!r} scope this route needs")
         if key.rate is not None:
@@ -130,7 +136,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     else:
         log.info("no API key configured: /admin/* answers only loopback clients (LATENTSERVE_ADMIN_OPEN=true opens "
                  "it)")
-    app.add_middleware(AuthMiddleware, keys=keys, admin_open=settings.admin_open)
+    app.add_middleware(AuthMiddleware, keys=keys, admin_open=settings.admin_open, metrics_scope=settings.metrics_scope)
 
 
 router = APIRouter(route_class=RequestRoute)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     api_key: str | None = None
     # Named keys with scopes and rate limits, one per line (docs/security.md); re-read within 2 s of a change.
     api_keys_file: Path | None = None
+    # Empty: /metrics stays open like the probes; "infer" or "admin": with keys configured it needs that scope.
+    metrics_scope: Literal["", "infer", "admin"] = ""
     # With no key configured /admin/* answers only loopback clients; true opens it to all (a trusted network only).
     admin_open: bool = False
     # Comma-separated origins whose pages may call the API (CORS), e.g. "https://app.example"; empty: none.

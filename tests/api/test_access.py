@@ -122,6 +122,16 @@ async def test_metrics_count_per_configured_key_and_never_show_a_secret(keyed):
         assert secret not in text
 
 
+async def test_metrics_scope_closes_metrics_to_keys_without_it(artifacts_dir, tmp_path):
+    path = tmp_path / "keys"
+    path.write_text(keys_text(billing=BILLING, ops=OPS))
+    async with serve(artifacts_dir, api_keys_file=path, metrics_scope="admin") as c:
+        assert (await c.get("/metrics")).status_code == 401
+        assert (await c.get("/metrics", headers=bearer(BILLING))).status_code == 403
+        assert (await c.get("/metrics", headers=bearer(OPS))).status_code == 200
+        assert (await c.get("/healthz")).status_code == 200
+
+
 async def test_cors_preflight_is_answered_for_allowed_origins_only(keyed):
     ask = {"access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type"}
     r = await keyed.options("/encode", headers={"origin": "https://app.example", **ask})
