@@ -122,7 +122,10 @@ class KeyRing:
         self.keys: tuple[Key, ...] = tuple(self._single)
         if keys_file is not None:
             self._stat = self._file_stat()
-            self.keys = tuple(self._single + parse_keys(keys_file.read_text()))  # a bad file refuses to start
+            if self._stat is None:  # e.g. an optional Secret not created yet: closed until the file appears
+                log.warning("keys file %s does not exist (yet): no key of it is accepted until it does", keys_file)
+            else:
+                self.keys = tuple(self._single + parse_keys(keys_file.read_text()))  # a bad file refuses to start
             self._checked = clock()
 
     @property
@@ -146,6 +149,10 @@ class KeyRing:
         return (s.st_mtime_ns, s.st_size, s.st_ino)
 
     def _reload(self, stat: tuple | None) -> None:
+        if stat is None:  # deleted: keep the keys in force, as for a file that does not parse
+            log.warning("keys file %s has gone; the previous %d keys stay in force", self._file, len(self.keys))
+            self._stat = stat
+            return
         try:
             keys = parse_keys(self._file.read_text())
         except (OSError, UnicodeDecodeError, KeyFileError) as exc:
