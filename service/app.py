@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
     # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=telemetry, routes=routes.router.routes + oip.router.routes + pages.router.routes + auth.router.routes)
+                  telemetry=telemetry,
+                  routes=routes.router.routes + oip.router.routes + pages.router.routes + auth.router.routes)
     app.state.service = state
     errors.install(app)
     # Added innermost first: metrics sees everything, CORS answers preflights before auth, auth runs before the

@@ -35,7 +35,7 @@ from latentserve_client.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
-from latentserve_client.replies import Posterior
+from latentserve_client.replies import Posterior, Scores
 
 __all__ = [
     "BY_TYPE",
@@ -60,6 +60,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "Retry",
+    "Scores",
     "ServiceError",
     "Timeout",
     "TransportError",
