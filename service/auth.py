@@ -35,6 +35,7 @@ WHOAMI_PATH = "/auth/whoami"
 METRICS_PATH = "/metrics"
 _SCHEME = b"bearer"
 _NO_DIGEST = bytes(32)
+_DIGEST_CACHE = 1024
 
 
 class TokenBuckets:
@@ -61,15 +62,17 @@ class AuthMiddleware:
         self.app = app
         self.keys = keys
         self.admin_open = admin_open
+        self._keyed = keys.configured
         self.metrics_scope = metrics_scope if keys.configured else ""
         self.buckets = TokenBuckets()
+        self._digests: dict[bytes, bytes] = {}  # key as sent -> its SHA-256, for keys that matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or (_public(path) and not (self.metrics_scope and path == METRICS_PATH)):
             await self.app(scope, receive, send)
             return
-        error = self._check(scope) if self.keys.configured else self._check_open(scope)
+        error = self._check(scope) if self._keyed else self._check_open(scope)
         if error is not None:
             await send_error(send, error)
             return
@@ -91,7 +94,7 @@ class AuthMiddleware:
         if key is None:
             scope[KEY_SCOPE] = (ANONYMOUS, ())
             return Unauthorized()
-        scope[KEY_SCOPE] = (key.id, tuple(s for s in SCOPES if s in key.scopes))
+        scope[KEY_SCOPE] = (key.id, key.scope_names)
         path = scope["path"]
         if path != WHOAMI_PATH:
             if path.startswith(ADMIN_PREFIX):
@@ -116,11 +119,21 @@ class AuthMiddleware:
                 scheme, _, token = value.partition(b" ")
                 scheme_ok = scheme.lower() == _SCHEME
                 break
-        digest = digest_of(token.lstrip(b" ")) if token is not None else _NO_DIGEST
+        if token is None:
+            digest = _NO_DIGEST
+        else:
+            token = token.lstrip(b" ")
+            digest = self._digests.get(token) or digest_of(token)
         found = None
         for key in self.keys.current():
             if hmac.compare_digest(key.digest, digest) and found is None:
                 found = key
+        if found is not None and token not in self._digests:
+            # Hashing is most of this check's cost; a client sends the same key again and again, so the digests of
+            # keys that matched are kept (only those: wrong guesses never fill it), a bounded handful.
+            if len(self._digests) >= _DIGEST_CACHE:
+                self._digests.clear()
+            self._digests[token] = digest
         return found if scheme_ok else None
 
 

@@ -16,7 +16,7 @@ import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("service.keys")
@@ -47,6 +47,10 @@ class Key:
     digest: bytes
     rate: float | None = None
     burst: float | None = None
+    scope_names: tuple[str, ...] = field(init=False, compare=False)  # the scopes in SCOPES order, for replies
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope_names", tuple(s for s in SCOPES if s in self.scopes))
 
 
 def digest_of(secret: str | bytes) -> bytes:
@@ -117,6 +121,7 @@ class KeyRing:
     def __init__(self, single_key: str | None, keys_file: Path | None, clock=time.monotonic) -> None:
         self._single = [Key("default", frozenset(SCOPES), digest_of(single_key))] if single_key else []
         self._file, self._clock = keys_file, clock
+        self.configured = bool(single_key) or keys_file is not None  # then every guarded route needs a key
         self._stat: tuple | None = None
         self._checked = -RELOAD_CHECK_S
         self.keys: tuple[Key, ...] = tuple(self._single)
@@ -127,10 +132,6 @@ class KeyRing:
             else:
                 self.keys = tuple(self._single + parse_keys(keys_file.read_text()))  # a bad file refuses to start
             self._checked = clock()
-
-    @property
-    def configured(self) -> bool:
-        return bool(self._single) or self._file is not None
 
     def current(self) -> tuple[Key, ...]:
         """The keys now, re-reading the file first when it is due and has changed."""
