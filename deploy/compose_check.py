@@ -37,7 +37,10 @@ def run(engine: Engine, report: Report) -> None:
         files = [arg for path in (ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml", loopback)
                  for arg in ("-f", str(path))]
         compose = [*engine.compose(), "--project-name", PROJECT, *files]
-        env = {k: v for k, v in os.environ.items() if k != "LATENTSERVE_API_KEY"} | {"MNIST_DIR": str(mnist)}
+        # No key; the reload comes from the host through Docker's port mapping, not from the container's loopback,
+        # so admin is opened (the stack listens on the host's loopback only: a trusted network).
+        env = {k: v for k, v in os.environ.items() if k != "LATENTSERVE_API_KEY"} | {
+            "MNIST_DIR": str(mnist), "LATENTSERVE_ADMIN_OPEN": "true"}
         try:
             _stack(compose, env, report, url)
         finally:

@@ -12,8 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 
 from fastapi import FastAPI
 
-from service import errors, logs, oip, pages, routes, tracing
-from service.auth import AuthMiddleware, declare_bearer
+from service import auth, browser, errors, logs, oip, pages, routes, tracing
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
 from service.observe import RequestMiddleware
@@ -38,7 +37,7 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
     serving process passes its process-wide effects (service.__main__.serving_process); test apps pass none."""
     settings = settings or Settings()
     state = ServiceState(settings)
-    if serving_process:
+    if process is not None:  # the serving process: OTEL_* variables may turn tracing on (service.tracing)
         tracing.configure_from_environment()
 
     @asynccontextmanager
@@ -57,15 +56,15 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
     # whose per-request matching was a measurable share of a single-image /encode (BENCHMARKS.md). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=telemetry, routes=routes.router.routes + oip.router.routes + pages.router.routes)
+                  telemetry=telemetry,
+                  routes=routes.router.routes + oip.router.routes + pages.router.routes + auth.router.routes)
     app.state.service = state
     errors.install(app)
-    # Added innermost first: metrics sees everything, auth runs before the body limit, which also frees each
-    # request's share of the body budget when it ends.
+    # Added innermost first: metrics sees everything, CORS answers preflights before auth, auth runs before the
+    # body limit, which also frees each request's share of the body budget when it ends.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, budget=state.bodies.budget)
-    if settings.api_key:
-        app.add_middleware(AuthMiddleware, api_key=settings.api_key)
-        declare_bearer(app)
+    auth.install(app, settings)
+    browser.install(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(ProtocolErrorMiddleware)  # /v2 errors from every layer take the protocol's body
     if tracing.tracer is not None:  # OTEL_* variables and the otel extra (service.tracing); nothing otherwise

@@ -72,6 +72,21 @@ class Unauthorized(ServiceError):
         super().__init__(detail, {"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ServiceError):
+    """403: a valid key without the route's scope, or an admin route asked from off the host with no key set."""
+
+    status, type = 403, "forbidden"
+
+
+class RateLimited(ServiceError):
+    """429: the key's request rate is used up; Retry-After says when its bucket holds a token again."""
+
+    status, type = 429, "rate_limited"
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail, {"Retry-After": str(max(1, int(retry_after_s)))})
+
+
 class Unavailable(ServiceError):
     """503: the queue is full, no model is loaded yet, or the service is draining; says when to retry."""
 

@@ -22,12 +22,15 @@ from service.batcher import BatchObserver
 from service.errors import (
     BodyTimeout,
     ClientClosedRequest,
+    Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
     UnsupportedMediaType,
 )
+from service.keys import KEY_SCOPE
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -35,7 +38,8 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # Client errors counted as rejections by status, under their error types; queue_full, timeout and body_budget (finer
 # reasons of 503 and 504) come from the batchers and the body budget.
 _REJECTION_REASONS = {error.status: error.type for error in (
-    Unauthorized, NotFound, BodyTimeout, PayloadTooLarge, UnsupportedMediaType, InvalidInput, ClientClosedRequest)}
+    Unauthorized, Forbidden, NotFound, BodyTimeout, PayloadTooLarge, UnsupportedMediaType, InvalidInput, RateLimited,
+    ClientClosedRequest)}
 _OP_LABELS = ("model", "version", "operation")
 
 
@@ -95,6 +99,7 @@ class Metrics:
         # Requests past their queue's admission and not yet answered (service.observe counts them): the autoscaling
         # signal, as Ray Serve's ongoing requests, since it measures the load whatever the hardware.
         self.in_flight = 0
+        self._keys: dict[tuple[str, int], int] = {}  # (key id, status) -> requests; ids: configured or anonymous
         r.register(_Collector(self))
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -107,6 +112,10 @@ class Metrics:
         reason = _REJECTION_REASONS.get(status)
         if reason:
             self.rejections.labels(reason).inc()
+
+    def observe_key(self, key: str, status: int) -> None:
+        """One request by key id (a configured id or "anonymous": the auth middleware never passes another)."""
+        self._keys[(key, status)] = self._keys.get((key, status), 0) + 1
 
     def batch_observer(self, model: str, version: int, operation: str) -> BatchObserver:
         series = self._queues.setdefault((model, str(version), operation), _QueueSeries())
@@ -153,6 +162,11 @@ class _Collector:
             latency.add_metric(labels, histogram.exposition(), histogram.sum)
         yield requests
         yield latency
+        by_key = CounterMetricFamily("latentserve_key_requests", "HTTP requests by API key id and status (401: "
+                                     "key 'anonymous'; 403 forbidden, 429 rate_limited)", labels=("key", "status"))
+        for (key, status), count in list(self._metrics._keys.items()):
+            by_key.add_metric((key, str(status)), count)
+        yield by_key
         families = {
             "batch_size": HistogramMetricFamily("latentserve_batch_size", "Items per forward pass", labels=_OP_LABELS),
             "queue_wait": HistogramMetricFamily("latentserve_queue_wait_seconds", "Time from queueing to dispatch",
@@ -216,6 +230,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             self.metrics.observe_request(endpoint(scope), status, time.perf_counter() - start)
+            key = scope.get(KEY_SCOPE)
+            if key is not None and key[0] is not None:
+                self.metrics.observe_key(key[0], status)
 
 
 def endpoint(scope: Scope) -> str:

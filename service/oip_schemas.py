@@ -118,7 +118,8 @@ def error_doc(description: str, headers: dict | None = None) -> dict:
     return response
 
 
-AUTH_ERRORS = {401: error_doc("missing or invalid API key")}
+AUTH_ERRORS = {401: error_doc("missing or invalid API key"), 403: error_doc("the key lacks the 'infer' scope"),
+               429: error_doc("the key's request rate is used up", _RETRY_AFTER)}
 MODEL_ERRORS = {**AUTH_ERRORS, 404: error_doc("no such protocol model or version"),
                 503: error_doc("no model loaded yet", _RETRY_AFTER)}
 INFER_ERRORS = {

@@ -179,6 +179,12 @@ class Limit(BaseModel):
     got: int | None = Field(None, description="what the request had (items or declared bytes), when known")
 
 
+class WhoAmI(BaseModel):
+    key: str | None = Field(description="the key's id from the keys file ('default' for LATENTSERVE_API_KEY); "
+                                        "null when the service has no key configured")
+    scopes: list[str] = Field(description="what the key may call: 'infer' (inference and read routes), 'admin'")
+
+
 class ErrorBody(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     type: str = Field(description="a stable machine-readable kind, e.g. invalid_input")
@@ -198,7 +204,12 @@ def _error(error: type[errors.ServiceError], detail: str, headers: dict | None =
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
-AUTH_ERRORS = _error(errors.Unauthorized, "missing or invalid API key; send 'Authorization: Bearer <key>'")
+AUTH_ERRORS = {
+    **_error(errors.Unauthorized, "missing or invalid API key; send 'Authorization: Bearer <key>'"),
+    **_error(errors.Forbidden, "key 'billing' lacks the 'admin' scope this route needs"),
+    **_error(errors.RateLimited, "key 'billing' is over its rate of 20 requests/s (burst 40); retry in 1 s",
+             _RETRY_AFTER),
+}
 INFERENCE_ERRORS = {
     **AUTH_ERRORS,
     **_error(errors.UnknownModel, "model 'ppca' is not loaded; loaded models: ae, pca (kind ppca), vae"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.keys import check_single_key
 
 
 class Settings(BaseSettings):
@@ -36,8 +38,17 @@ class Settings(BaseSettings):
     # so that an accepted one finishes well inside request_timeout_s on a small CPU (BENCHMARKS.md, "score").
     max_score_work: int = Field(102_400, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    # Unset: no authentication. Set: every endpoint but /healthz, /readyz and /metrics needs `Bearer <key>`.
+    # Unset: no authentication. Set: every endpoint but /healthz, /readyz and /metrics needs `Bearer <key>`; this
+    # key has both scopes. Empty, whitespace at either end or non-ASCII: refused at start (it could never match).
     api_key: str | None = None
+    # Named keys with scopes and rate limits, one per line (docs/security.md); re-read within 2 s of a change.
+    api_keys_file: Path | None = None
+    # Empty: /metrics stays open like the probes; "infer" or "admin": with keys configured it needs that scope.
+    metrics_scope: Literal["", "infer", "admin"] = ""
+    # With no key configured /admin/* answers only loopback clients; true opens it to all (a trusted network only).
+    admin_open: bool = False
+    # Comma-separated origins whose pages may call the API (CORS), e.g. "https://app.example"; empty: none.
+    cors_origins: str = ""
     # Intra-op threads of torch; 0 takes the cores this process may run on.
     torch_threads: int = Field(0, ge=0)
     log_level: str = "info"
@@ -59,3 +70,12 @@ class Settings(BaseSettings):
     # Seconds /readyz answers 503 after SIGTERM/SIGINT before the server stops listening, so that load balancers
     # see the drain; requests keep being served meanwhile. A second signal stops at once. 0: no grace.
     drain_grace_s: float = Field(3.0, ge=0, le=300)
+
+    @field_validator("api_key")
+    @classmethod
+    def _usable_key(cls, value: str | None) -> str | None:
+        return value if value is None else check_single_key(value)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -45,7 +45,7 @@ USER_AGENT = f"latentserve-client/{__version__} httpx/{httpx.__version__}"
 
 @dataclass(frozen=True)
 class Retry:
-    """When to try again. 503s wait for their Retry-After (at most `max_retry_after_s`); 504s, dropped connections
+    """When to try again. 503s and 429s wait for their Retry-After (at most `max_retry_after_s`); 504s, dropped connections
     and timeouts back off exponentially from `backoff_s`, doubling up to `max_backoff_s`, with jitter. Never more
     than `max_attempts` tries (a connection that could not even be opened does not count: nothing was sent), never
     past `deadline_s` from the first; other 4xx and 5xx are never retried."""

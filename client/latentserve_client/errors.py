@@ -101,6 +101,18 @@ class Unavailable(ServiceError):
         self.retry_after = retry_after
 
 
+class RateLimited(Unavailable):
+    """429: the key's request rate is used up; retried like a 503, after `retry_after` seconds."""
+
+    status, type = 429, "rate_limited"
+
+
+class Forbidden(ServiceError):
+    """403: the key lacks the scope the route needs (or admin was asked from off the host with no key set)."""
+
+    status, type = 403, "forbidden"
+
+
 class Overloaded(Unavailable):
     """503 with a full queue: retry after `retry_after` seconds."""
 
@@ -153,13 +165,13 @@ class InvalidArgument(LatentServeError, ValueError):
 # type -> class, for every error the service can send (the service's list lives in its service/errors.py).
 BY_TYPE: dict[str, type[ServiceError]] = {
     cls.type: cls for cls in (InvalidInput, UnknownModel, NotFound, MethodNotAllowed, RequestTimeout, PayloadTooLarge,
-                              UnsupportedMediaType, Unauthorized, ClientClosedRequest, Internal, HTTPError,
-                              Unavailable, Overloaded, Timeout)
+                              UnsupportedMediaType, Unauthorized, Forbidden, ClientClosedRequest, Internal, HTTPError,
+                              Unavailable, Overloaded, RateLimited, Timeout)
 }
 # A reply without the service's error body (a proxy in front, say) is still mapped by its status.
-_BY_STATUS: dict[int, type[ServiceError]] = {401: Unauthorized, 404: NotFound, 405: MethodNotAllowed,
-                                             408: RequestTimeout, 413: PayloadTooLarge, 415: UnsupportedMediaType,
-                                             422: InvalidInput, 500: Internal, 503: Unavailable, 504: Timeout}
+_BY_STATUS: dict[int, type[ServiceError]] = {
+    401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed, 408: RequestTimeout, 413: PayloadTooLarge,
+    415: UnsupportedMediaType, 422: InvalidInput, 429: RateLimited, 500: Internal, 503: Unavailable, 504: Timeout}
 
 
 def retry_after_s(value: str | None) -> float | None:

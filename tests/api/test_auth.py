@@ -54,7 +54,8 @@ OPEN = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"
 async def test_openapi_declares_bearer_auth_on_every_guarded_route(secured):
     doc = (await secured.get("/openapi.json", headers={"authorization": f"Bearer {KEY}"})).json()
     assert doc["components"]["securitySchemes"]["bearer"] == {
-        "type": "http", "scheme": "bearer", "description": "the service's API key (LATENTSERVE_API_KEY)"}
+        "type": "http", "scheme": "bearer",
+        "description": "an API key (LATENTSERVE_API_KEY or one of LATENTSERVE_API_KEYS_FILE)"}
     for path, operations in doc["paths"].items():
         for operation in operations.values():
             expected = None if path in OPEN else [{"bearer": []}]

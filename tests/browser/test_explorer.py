@@ -4,6 +4,8 @@ VAE), repeats a seeded sample grid, asks for the API key, and shows the API's er
 
 from __future__ import annotations
 
+import hashlib
+
 import shutil
 from collections import Counter
 
@@ -80,8 +82,11 @@ def _canvas_pixels(driver, element_id: str) -> np.ndarray:
 
 
 def test_page_loads_without_console_errors_and_draws_ten_colours(page):
-    assert severe_console_errors(page) == []
+    assert severe_console_errors(page) == []  # under the page's Content-Security-Policy (service/browser.py)
     assert page.find_element("id", "messages").text == ""
+    # No key configured and the browser on this host: admin is allowed, so the action shows.
+    assert wait_for(page, "document.getElementById('key-scopes').textContent") == "no key needed: infer, admin"
+    assert page.find_element("id", "admin-reload").is_displayed()
     pixels = _canvas_pixels(page, "map")
     for digit, colour in enumerate(PALETTE):
         rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
@@ -169,6 +174,23 @@ def test_with_an_api_key_the_page_asks_for_it_then_works(browser, live_server, e
     assert browser.execute_script("return window.explorer.map.labels.length") == 200
     assert browser.find_element("id", "messages").text == ""
     assert browser.execute_script("return sessionStorage.getItem('latentserve.apiKey')") == "k3y"
+    assert wait_for(browser, "document.getElementById('key-scopes').textContent") == "key default: infer, admin"
+    assert browser.find_element("id", "admin-reload").is_displayed()
+
+
+def test_a_key_without_admin_sees_its_scopes_and_no_admin_action(browser, live_server, embedded, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(f"viewer infer sha256:{hashlib.sha256(b'v1ew').hexdigest()}\n")
+    _, url = live_server(embedded, api_keys_file=keys)
+    browser.get(url + "/")
+    browser.execute_script("sessionStorage.setItem('latentserve.apiKey', 'v1ew')")
+    severe_console_errors(browser)  # drains the log: the keyless first visit got its 401s
+    browser.get(url + "/")
+    page_ready(browser)
+    assert wait_for(browser, "document.getElementById('key-scopes').textContent") == "key viewer: infer"
+    assert not browser.find_element("id", "admin-reload").is_displayed()
+    refused = [e for e in severe_console_errors(browser) if "Content Security Policy" in e["message"]]
+    assert refused == []  # the page's CSP refused nothing it needs
 
 
 def test_a_drawn_vertical_stroke_lands_among_the_ones(browser, live_server, tmp_path):

@@ -20,9 +20,11 @@ from latentserve_client import (
     InvalidInput,
     NotConnected,
     Overloaded,
+    RateLimited,
     Retry,
     ServiceError,
     Timeout,
+    Unavailable,
     __version__,
 )
 
@@ -73,6 +75,22 @@ def test_a_503_waits_for_its_retry_after(kind):
         posterior, _ = encode(kind, server.url, retry=FAST)
     assert posterior.model == "vae" and len(server.arrivals) == 2
     assert 1.0 <= server.gaps()[0] < 1.6  # as told, plus at most 10 % jitter (and this machine's slack)
+
+
+@pytest.mark.parametrize("first", [error(429, "rate_limited", **{"Retry-After": "1"}),
+                                   Step(429, b"slow down", {"Retry-After": "1"}, "text/plain")])
+def test_a_429_is_retried_like_a_503_after_its_retry_after(first):
+    with StandIn(first, ok()) as server:
+        posterior, _ = encode("sync", server.url, retry=FAST)
+    assert posterior.model == "vae" and len(server.arrivals) == 2
+    assert 1.0 <= server.gaps()[0] < 1.6
+
+
+def test_a_429_past_the_attempts_is_raised_as_rate_limited():
+    with StandIn(error(429, "rate_limited", "key 'k' is over its rate", **{"Retry-After": "1"})) as server:
+        with pytest.raises(RateLimited) as err:
+            encode("sync", server.url, retry=Retry(max_attempts=1))
+    assert err.value.status == 429 and err.value.retry_after == 1.0 and isinstance(err.value, Unavailable)
 
 
 def test_retry_after_is_capped_and_http_dates_are_read():

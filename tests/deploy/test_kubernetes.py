@@ -99,6 +99,14 @@ def test_configmap_lists_every_setting_but_the_secret(variant):
     container = _container(kinds)
     from_secrets = {e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     assert from_secrets == {"LATENTSERVE_API_KEY"}
+    # The keys file's path is the Deployment's: where it mounts the Secret `latentserve-api-keys`.
+    keys_file = {e["name"]: e.get("value") for e in container["env"]}.get("LATENTSERVE_API_KEYS_FILE")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert keys_file == mounts["api-keys"] + "/keys"
+    secrets = {v["name"]: v["secret"]["secretName"] for v in kinds["Deployment"]["spec"]["template"]["spec"]["volumes"]
+               if "secret" in v}
+    assert secrets == {"api-keys": "latentserve-api-keys"}
+    from_secrets |= {"LATENTSERVE_API_KEYS_FILE"}
     assert set(data) | from_secrets == set(setting_env_names()), "must list exactly service.settings.Settings"
     assert not set(data) & from_secrets
     for key, value in data.items():

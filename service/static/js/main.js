@@ -73,6 +73,28 @@ async function loadModels() {
   }
 }
 
+// What the key may do (GET /auth/whoami): its id and scopes beside the key field; the admin action only with `admin`.
+async function showAccess() {
+  $("admin-reload").hidden = true;
+  try {
+    const { key, scopes } = await getJson("/auth/whoami");
+    $("key-scopes").textContent = `${key === null ? "no key needed" : `key ${key}`}: ${scopes.join(", ") || "no scopes"}`;
+    $("admin-reload").hidden = !scopes.includes("admin");
+  } catch (err) {
+    $("key-scopes").textContent = err instanceof ApiError && err.status === 401 ? "no valid key" : "";
+  }
+}
+
+async function reloadModels() {
+  clearErrors();
+  try {
+    await busy("key-form", () => postJson("/admin/reload", {}));
+    await loadModels();
+  } catch (err) {
+    showError("Reloading the models", err);
+  }
+}
+
 function fillVersions() {
   const model = state.models.find((m) => m.name === $("model").value);
   $("version").replaceChildren(...model.versions.map((v) => new Option(`${v}`, v, v === model.default_version,
@@ -256,8 +278,10 @@ $("show-density").addEventListener("change", (e) => { map.options.density = e.ta
 $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   setKey($("key").value.trim());
+  showAccess();
   loadModels();
 });
+$("admin-reload").addEventListener("click", reloadModels);
 $("legend").replaceChildren(...PALETTE.map((color, digit) => {
   const li = document.createElement("li"), swatch = document.createElement("i");
   swatch.style.background = color;
@@ -265,4 +289,5 @@ $("legend").replaceChildren(...PALETTE.map((color, digit) => {
   return li;
 }));
 $("key").value = getKey();
+showAccess();
 loadModels();
