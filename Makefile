@@ -8,9 +8,11 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 MNIST_DIR ?=
 EPOCHS_FLAG :=
-# The lock's target: the image's Python and platform, whatever machine runs `make lock`.
-LOCK   := $(VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --native-tls --python-version 3.11 \
-          --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock'
+# The lock's target: every platform at once (`--universal`: Linux x86_64 with the CUDA wheels, Linux aarch64, macOS,
+# each pin carrying the markers where it applies) for Python >= 3.11, whatever machine runs `make lock`.
+# tests/deploy/test_lock.py resolves each lock for each platform without downloading.
+LOCK   := $(VENV)/bin/uv pip compile pyproject.toml --quiet --universal --generate-hashes --native-tls \
+          --python-version 3.11 --custom-compile-command 'make lock'
 
 .PHONY: install serve test test-fast train bench bench-smoke soak soak-smoke lint-deploy image-check lock clean screenshot
 
