@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, oip, pages, routes
+from service import docs, errors, oip, pages, routes
 from service.auth import AuthMiddleware, declare_bearer
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
@@ -53,8 +53,10 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
     # The routes go straight into the app's router: FastAPI's include_router() wraps them in a router of its own
     # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
+    # /docs and /redoc are the service's own (docs.py: no CDN), not FastAPI's.
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=telemetry, routes=routes.router.routes + oip.router.routes + pages.router.routes)
+                  telemetry=telemetry, docs_url=None, redoc_url=None,
+                  routes=routes.router.routes + oip.router.routes + docs.router.routes + pages.router.routes)
     app.state.service = state
     errors.install(app)
     # Added innermost first: metrics sees everything, auth runs before the body limit, which also frees each

@@ -23,8 +23,9 @@ def missing() -> str | None:
     return None
 
 
-def chrome(width: int = 1400, height: int = 1600):
-    """A headless Chromium that keeps the page's console log."""
+def chrome(width: int = 1400, height: int = 1600, network_log: bool = False):
+    """A headless Chromium that keeps the page's console log (and with `network_log` every request it makes, which
+    `requested_urls` reads)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -33,7 +34,7 @@ def chrome(width: int = 1400, height: int = 1600):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--window-size={width},{height}", "--hide-scrollbars", "--force-device-scale-factor=1"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", **({"performance": "ALL"} if network_log else {})})
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
@@ -50,6 +51,14 @@ def page_ready(driver, timeout_s: float = 60.0) -> None:
                      "!document.getElementById('map-empty').hidden && "
                      "!document.getElementById('map-empty').textContent.startsWith('Loading'))", timeout_s)
     wait_for(driver, "document.querySelectorAll('.loading').length === 0", timeout_s)
+
+
+def requested_urls(driver) -> list[str]:
+    """Every URL the browser asked for since the last call (a driver from `chrome(network_log=True)`)."""
+    import json
+
+    events = (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
+    return [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
 
 
 def severe_console_errors(driver) -> list[dict]:
