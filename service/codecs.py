@@ -27,6 +27,7 @@ PNG = "image/png"
 _PNG_DATA_URL = "data:image/png;base64,"
 MIN_ITEMS = 1  # per request; the most is the max_items_per_request setting
 SEED_LIMIT = 2**63  # seeds lie in [0, SEED_LIMIT)
+SAMPLE_COUNT = 16  # draws when a sample request gives no count
 _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
 # Pillow's modes for 16-bit greyscale PNGs (Pillow keeps 16 bits only for grey; colour comes as 8-bit RGB).
 _SIXTEEN_BIT_GREY = frozenset(("I;16", "I;16B", "I;16L", "I"))
@@ -86,9 +87,15 @@ def seed(value: object) -> int:
     return value
 
 
+def ascii_digits(text: str) -> bool:
+    """Whether text is 1 to 19 ASCII digits: '²' passes str.isdigit and int() would take '١', so neither is used on
+    numbers that come as text (query values, headers, path segments)."""
+    return _ASCII_DIGITS.fullmatch(text) is not None
+
+
 def query_seed(text: str | None) -> int:
-    """A query string's seed: ASCII digits only ('²' passes str.isdigit and int() would take '١')."""
-    if text is not None and not _ASCII_DIGITS.fullmatch(text):
+    """A query string's seed, in ASCII digits."""
+    if text is not None and not ascii_digits(text):
         raise InvalidInput(f"seed must be a non-negative integer in ASCII digits, got {text[:32]!r}")
     return seed(None if text is None else int(text))
 

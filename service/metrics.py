@@ -19,7 +19,6 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import BatchObserver
-from service.models import OPERATIONS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -101,8 +100,8 @@ class Metrics:
 
     def model_unloaded(self, model: str, version: int, kind: str) -> None:
         """Drops every series of a version, so reloads never grow the registry."""
-        for operation in OPERATIONS:
-            self._queues.pop((model, str(version), operation), None)
+        for key in [key for key in self._queues if key[:2] == (model, str(version))]:
+            del self._queues[key]
         try:
             self.loaded.remove(model, str(version), kind)
         except KeyError:

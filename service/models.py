@@ -1,7 +1,6 @@
-"""One loaded (name, version): the network on its device, the four operations as batch functions of rows, their
-batchers, and the warm-up. Noise is drawn by the caller, so a batch function is deterministic given its rows.
-
-Row layouts (float32): encode x (B, 784); decode z (B, K); reconstruct [x | eps] (B, 784 + K); sample eps (B, K).
+"""One loaded (name, version): the network on its device, one batcher per operation of service/operations.py's
+table, and the warm-up that picks each operation's batch size. Noise is drawn from the keys in the rows (on the
+compute thread), so a batch function is deterministic given its rows.
 """
 
 from __future__ import annotations
@@ -12,48 +11,25 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from lvm import Artifact, LatentModel
-from lvm.networks import INPUT_DIM
 from service.batcher import Batcher, BatchObserver
 from service.device import Placement
+from service.operations import OPERATIONS, Operation
 from service.runtime import Runtime
 
-OPERATIONS = ("encode", "decode", "reconstruct", "sample")  # as the URLs name them; metrics and routes import this
 
+def batch_fn(op: Operation, model: LatentModel, placement: Placement):
+    """The batcher's function for one operation: packed rows in, the operation's outputs (numpy) out."""
+    compute, prepare, latent_dim = op.compute(model), op.prepare, model.latent_dim
 
-def _operations(model: LatentModel) -> dict[str, Callable[[Tensor], tuple[Tensor, ...]]]:
-    """Each operation as a function of a (B, D) device tensor; the AE's missing scale is simply left out."""
-
-    def encode(x: Tensor) -> tuple[Tensor, ...]:
-        z_loc, z_scale = model.encode(x)
-        return (z_loc,) if z_scale is None else (z_loc, z_scale)
-
-    def decode(z: Tensor) -> tuple[Tensor, ...]:
-        return (model.decode(z),)
-
-    def reconstruct(rows: Tensor) -> tuple[Tensor, ...]:
-        x_loc, z_loc, z_scale = model.reconstruct(rows[:, :INPUT_DIM], rows[:, INPUT_DIM:])
-        return (x_loc, z_loc) if z_scale is None else (x_loc, z_loc, z_scale)
-
-    def sample(eps: Tensor) -> tuple[Tensor, ...]:
-        return model.sample(eps)
-
-    functions = {"encode": encode, "decode": decode, "reconstruct": reconstruct, "sample": sample}
-    return {op: functions[op] for op in OPERATIONS}
-
-
-def _batch_fn(op: Callable[[Tensor], tuple[Tensor, ...]], placement: Placement):
     def run(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        if prepare is not None:
+            parts = [prepare(np.concatenate(parts) if len(parts) > 1 else parts[0], latent_dim)]
         with torch.inference_mode():
-            return placement.fetch(op(placement.stage(parts)))
+            return placement.fetch(compute(placement.stage(parts)))
 
     return run
-
-
-def input_width(op: str, latent_dim: int) -> int:
-    return {"encode": INPUT_DIM, "decode": latent_dim, "reconstruct": INPUT_DIM + latent_dim, "sample": latent_dim}[op]
 
 
 def warmup_sizes(max_batch_size: int) -> list[int]:
@@ -88,6 +64,7 @@ class ServedModel:
     placement: Placement
     batchers: dict[str, Batcher] = field(default_factory=dict)
     batch_sizes: dict[str, int] = field(default_factory=dict)  # per operation, chosen by warm_up
+    signatures: dict[str, tuple] = field(default_factory=dict)  # per operation, the protocol's (service.oip_models)
     # Fixed for the version's life and read on every request: plain attributes, copied once.
     name: str = field(init=False)
     version: int = field(init=False)
@@ -116,29 +93,30 @@ class ServedModel:
         """
         clock = time.thread_time if self.placement.device.type == "cpu" else time.perf_counter
         compute, max_batch_size, max_pass_s = runtime.compute, runtime.config.max_batch_size, runtime.config.max_pass_s
-        for op, fn in _operations(self.model).items():
-            run = _batch_fn(fn, self.placement)
-            width = input_width(op, self.latent_dim)
+        for name, op in OPERATIONS.items():
+            run = batch_fn(op, self.model, self.placement)
             pass_s = {}
             for size in warmup_sizes(max_batch_size):
-                rows = np.full((size, width), 0.5 if op in ("encode", "reconstruct") else 0.0, np.float32)
-                if op == "reconstruct":
-                    rows[:, INPUT_DIM:] = 0.0
+                rows = op.warmup(self, size)
                 outputs, _ = await compute.run(run, [rows])  # the first pass pays for allocations: not timed
+                given = op.given(self)
+                if len(outputs) != len(given):
+                    raise ValueError(f"warm-up of {name} gave {len(outputs)} outputs, not {len(given)}")
                 for out in outputs:
                     if out.shape[0] != size or not np.isfinite(out).all():
-                        raise ValueError(f"warm-up of {op} at batch {size} gave shape {out.shape} or non-finite values")
+                        raise ValueError(f"warm-up of {name} at batch {size} gave shape {out.shape} or non-finite "
+                                         "values")
                 pass_s[size] = min([(await compute.run(_time_pass, run, [rows], clock))[0] for _ in range(repeats)])
                 if max_pass_s and pass_s[size] > max_pass_s:
                     break  # larger sizes take longer still, and this queue will never form them
-            self.batch_sizes[op] = choose_batch_size(pass_s, max_pass_s)
+            self.batch_sizes[name] = choose_batch_size(pass_s, max_pass_s)
 
     def start(self, runtime: Runtime, observer: Callable[[str], BatchObserver] | None = None) -> None:
         """Creates and starts one batcher per operation (on the event loop)."""
         config = runtime.config
-        for op, fn in _operations(self.model).items():
+        for op, operation in OPERATIONS.items():
             batcher = Batcher(
-                _batch_fn(fn, self.placement),
+                batch_fn(operation, self.model, self.placement),
                 runtime.compute,
                 runtime.activity,
                 replace(config, max_batch_size=self.batch_sizes.get(op, config.max_batch_size)),
@@ -152,16 +130,6 @@ class ServedModel:
         """Stops the batchers once their queued work has run."""
         for batcher in self.batchers.values():
             await batcher.close()
-
-    def summary(self) -> dict:
-        m = self.artifact.manifest
-        return {
-            "version": self.version,
-            "kind": self.kind,
-            "latent_dim": self.latent_dim,
-            "created_at": m.get("created_at"),
-            "metrics": m.get("metrics", {}),
-        }
 
 
 def _time_pass(run: Callable, parts: list[np.ndarray], clock: Callable[[], float]) -> float:

@@ -1,5 +1,5 @@
 """The Open Inference Protocol (KServe v2) REST routes, beside the service's own: the same registry, batchers, body
-reading and input checks (routes.py, codecs.py), with the protocol's names, tensors and error body.
+reading and input checks (plumbing.py, codecs.py), with the protocol's names, tensors and error body.
 
 Protocol model `<model>-<operation>` (service/oip_models.py); tensors as JSON or binary (service/oip_tensors.py);
 errors become `{"error": ...}` on /v2 paths (service/oip_errors.py).
@@ -12,9 +12,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 import lvm
-from service import codecs, oip_models, oip_tensors, routes
+from service import codecs, oip_models, oip_tensors
 from service.errors import Unavailable, UnknownModel, UnsupportedMediaType
 from service.models import ServedModel
+from service.operations import Operation
+from service.plumbing import check_ready, receive, registry_of, result, state_of
 from service.oip_schemas import (
     AUTH_ERRORS,
     INFER_BODY,
@@ -30,7 +32,6 @@ from service.oip_schemas import (
     path_parameters,
 )
 from service.routing import RequestRoute
-from service.state import ServiceState
 
 router = APIRouter(route_class=RequestRoute, tags=["Open Inference Protocol (KServe v2)"])
 EXTENSIONS = ["binary_tensor_data"]
@@ -38,25 +39,24 @@ _MODEL = "/v2/models/{model_name}"
 _VERSION = "/v2/models/{model_name}/versions/{model_version}"
 
 
-def _state(request: Request) -> ServiceState:
-    return request.app.state.service
-
-
 def _json(payload: dict) -> Response:
     return Response(orjson.dumps(payload), media_type=codecs.JSON)
 
 
-def _find(request: Request) -> tuple[ServedModel, str]:
-    """The loaded version a protocol path names, and the operation; 404 for an unknown model, operation or version."""
-    model, op = oip_models.split_name(request.path_params["model_name"])
-    registry = _state(request).registry
-    if registry is None:
-        raise Unavailable("the service is starting", 1)
+def _find(request: Request, model: str) -> ServedModel:
+    """The loaded version of `model` the path names; 404 for an unknown model or version."""
+    registry = registry_of(request)
     text = request.path_params.get("model_version")
     version = None if text is None else lvm.parse_version(text)
     if text is not None and version is None:  # a path names a resource: no such version, 404 (a query value is 422)
         raise UnknownModel(f"version must be a positive integer in ASCII digits, got {text[:32]!r}")
-    return registry.get(model, version), op
+    return registry.get(model, version)
+
+
+def _named(request: Request) -> tuple[ServedModel, Operation]:
+    """The loaded version and the operation a protocol path names (the name is parsed once per request)."""
+    model, op = oip_models.split_name(request.path_params["model_name"])
+    return _find(request, model), op
 
 
 @router.get("/v2", response_model=ServerMetadata, responses=AUTH_ERRORS, summary="Server metadata")
@@ -72,7 +72,7 @@ async def server_live(request: Request) -> Response:
 @router.get("/v2/health/ready", response_model=Ready, responses=NOT_READY,
             summary="200 once models are loaded and warm; 503 before and while draining")
 async def server_ready(request: Request) -> Response:
-    await routes.readyz(request)  # raises the same 503 as /readyz
+    check_ready(request)  # raises the same 503 as /readyz
     return _json({"ready": True})
 
 
@@ -81,8 +81,8 @@ async def server_ready(request: Request) -> Response:
 @router.get(_VERSION, response_model=ModelMetadata, responses=MODEL_ERRORS, summary="Protocol model metadata",
             openapi_extra={"parameters": path_parameters(True)})
 async def model_metadata(request: Request) -> Response:
-    served, op = _find(request)
-    versions = sorted(_state(request).registry.models[served.name])
+    served, op = _named(request)
+    versions = sorted(registry_of(request).models[served.name])
     return _json(oip_models.metadata(request.path_params["model_name"], served, versions, op))
 
 
@@ -93,8 +93,8 @@ async def model_metadata(request: Request) -> Response:
             summary="200 when the protocol model is loaded and the service is not draining",
             openapi_extra={"parameters": path_parameters(True)})
 async def model_ready(request: Request) -> Response:
-    _find(request)
-    if _state(request).draining:
+    _named(request)
+    if state_of(request).draining:
         raise Unavailable("not ready: draining", 1)
     return _json({"name": request.path_params["model_name"], "ready": True})
 
@@ -104,16 +104,16 @@ async def model_ready(request: Request) -> Response:
 @router.post(_VERSION + "/infer", responses={**INFER_ERRORS, **INFER_REPLY}, summary="Inference",
              openapi_extra={**INFER_BODY, "parameters": path_parameters(True)})
 async def infer(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     _check_content_type(request.headers.get("content-type"))
-    op = oip_models.split_name(request.path_params["model_name"])[1]
-    served, body = await routes.receive(request, lambda: _find(request)[0], op)
-    with state.activity.arrival():  # only once the body is in (routes._receive says why)
+    model, op = oip_models.split_name(request.path_params["model_name"])
+    served, body = await receive(request, lambda: _find(request, model), op.name)
+    with state.activity.arrival():  # only once the body is in (plumbing.receive says why)
         infer_request = oip_tensors.parse_request(body, request.headers.get(oip_tensors.HEADER_LENGTH))
         rows = oip_models.rows(op, served, infer_request, state.settings.max_items_per_request)
-        batcher = served.batchers[op]
+        batcher = served.batchers[op.name]
         pendings = batcher.put(rows)
-    arrays = await routes.result(request, batcher, pendings)
+    arrays = await result(request, batcher, pendings)
     outputs = oip_models.outputs(op, served, infer_request, arrays)
     reply, header_length = oip_tensors.render(request.path_params["model_name"], str(served.version),
                                               infer_request.id, outputs)

@@ -19,7 +19,7 @@ from lvm.reports import REPORT_FILES, read_report, report_files
 from service import codecs
 from service.errors import Internal, NotFound
 from service.models import ServedModel
-from service.routes import json_reply, registry_of
+from service.plumbing import json_reply, registry_of
 from service.routing import RequestRoute
 from service.schemas import AUTH_ERRORS, ErrorBody
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.codecs import MIN_ITEMS, SEED_LIMIT
+from service.codecs import MIN_ITEMS, SAMPLE_COUNT, SEED_LIMIT
 
 # One image: 784 numbers in [0, 1], 28 rows of 28 numbers, or a base64 PNG (28x28, grayscale or colour).
 Image = list[float] | list[list[float]] | str
@@ -17,6 +17,9 @@ _PNG_28 = "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAHElEQVR42mNgGEqAEZnzH
 
 def _example(**example: Any) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+IMAGES_NPY = "(N, 28, 28) or (N, 784) array, uint8 0-255 or float32 0-1"  # how an .npy body of images looks
 
 
 class EncodeRequest(BaseModel):
@@ -43,8 +46,10 @@ class ReconstructRequest(BaseModel):
 
 
 class SampleRequest(BaseModel):
-    model_config = _example(n=16, seed=0)
-    n: int = Field(16, ge=MIN_ITEMS, description="how many draws, at most MAX_ITEMS_PER_REQUEST")
+    model_config = _example(count=16, seed=0)
+    count: int = Field(SAMPLE_COUNT, ge=MIN_ITEMS,
+                       description="how many draws, at most MAX_ITEMS_PER_REQUEST (the protocol's name)")
+    n: int | None = Field(None, ge=MIN_ITEMS, description="the same as count (its earlier name, still accepted)")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="the same seed gives the same result")
 
 
@@ -179,3 +184,4 @@ def image_replies(model: type[BaseModel]) -> dict:
         "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
     }, "description": "JSON by default; `Accept: image/png` gives one PNG grid, `application/x-npy` the images "
                       "as float32 (N, 784). Non-JSON replies carry X-Model and X-Model-Version headers."}}
+

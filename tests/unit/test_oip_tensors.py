@@ -75,7 +75,8 @@ def test_render_puts_binary_outputs_after_the_json_header():
 
 
 def test_protocol_names_split_at_the_last_dash():
-    assert split_name("my-vae-reconstruct") == ("my-vae", "reconstruct")
+    model, op = split_name("my-vae-reconstruct")
+    assert (model, op.name) == ("my-vae", "reconstruct")
     for bad in ("vae", "-encode", "vae-embed", "vae-"):
         with pytest.raises(UnknownModel):
             split_name(bad)
