@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import docs, errors, oip, pages, routes
+from service import docs, errors, oip, oip_triton, pages, routes
 from service.auth import AuthMiddleware, declare_bearer
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
@@ -53,11 +53,14 @@ def create_app(settings: Settings | None = None, serving_process: bool = False) 
     # The routes go straight into the app's router: FastAPI's include_router() wraps them in a router of its own
     # whose per-request matching cost 14 us of a single-image /encode (measured in-process). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
-    # /docs and /redoc are the service's own (docs.py: no CDN), not FastAPI's.
+    # /docs and /redoc are the service's own (docs.py: no CDN), not FastAPI's. Triton's extensions come before the
+    # protocol's routes: GET /v2/models/stats would otherwise be model metadata of a model named "stats".
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   telemetry=telemetry, docs_url=None, redoc_url=None,
-                  routes=routes.router.routes + oip.router.routes + docs.router.routes + pages.router.routes)
+                  routes=routes.router.routes + oip_triton.router.routes + oip.router.routes + docs.router.routes
+                  + pages.router.routes)
     app.state.service = state
+    app.state.oip_extensions = oip_triton.EXTENSIONS  # listed by GET /v2 (oip.py)
     errors.install(app)
     # Added innermost first: metrics sees everything, auth runs before the body limit, which also frees each
     # request's share of the body budget when it ends.
