@@ -33,7 +33,7 @@ from latentserve_client.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
-from latentserve_client.replies import Posterior
+from latentserve_client.replies import Posterior, ServedImages
 
 __all__ = [
     "BY_TYPE",
@@ -54,6 +54,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "Posterior",
+    "ServedImages",
     "RequestTimeout",
     "Retry",
     "ServiceError",
