@@ -54,11 +54,15 @@ def page_ready(driver, timeout_s: float = 60.0) -> None:
 
 
 def requested_urls(driver) -> list[str]:
-    """Every URL the browser asked for since the last call (a driver from `chrome(network_log=True)`)."""
+    """Every URL the browser sent a request for since the last call (a driver from `chrome(network_log=True)`);
+    requests the page's Content-Security-Policy blocked never leave the browser and are not counted."""
     import json
 
-    events = (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
-    return [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
+    events = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    blocked = {e["params"]["requestId"] for e in events
+               if e["method"] == "Network.loadingFailed" and e["params"].get("blockedReason")}
+    return [e["params"]["request"]["url"] for e in events
+            if e["method"] == "Network.requestWillBeSent" and e["params"]["requestId"] not in blocked]
 
 
 def severe_console_errors(driver) -> list[dict]:
