@@ -7,6 +7,7 @@ Bad input or data ends in one line on stderr and exit status 2, never a tracebac
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import MISSING, fields
@@ -85,8 +86,28 @@ def make_config(args: argparse.Namespace):
     return config_class(**given)
 
 
+def _missing_train_module() -> str | None:
+    """The first module of the train set that is not installed (found without importing it), or None."""
+    for name in sorted(TRAIN_MODULES):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except ValueError:  # in sys.modules as None: unimportable
+            return name
+    return None
+
+
+def _train_set_error(module: str) -> int:
+    print(f"error: training needs the train set, and {module} is missing: run `{INSTALL_TRAIN}` (it installs "
+          "requirements/train.txt into .venv)", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = _missing_train_module()
+    if missing:  # before any data is read: `make serve` installs the runtime set only
+        return _train_set_error(missing)
     try:
         from training import pipeline
 
@@ -109,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
             raise
-        print(f"error: training needs the train set, and {exc.name} is missing: run `{INSTALL_TRAIN}` (it installs "
-              "requirements/train.txt into .venv)", file=sys.stderr)
-        return EXIT_USAGE
+        return _train_set_error(exc.name)
     except KeyboardInterrupt:
         print("error: interrupted; no artifact was written", file=sys.stderr)
         return 130
