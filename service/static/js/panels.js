@@ -44,10 +44,20 @@ export async function loadReport(target, busy, showError) {
     note.textContent = from ? `Derived from version ${from.version}: ${from.reason}.` : `Trained ${manifest.created_at}.`;
     const files = Object.keys(manifest.files).filter((f) => f.startsWith("report/")).map((f) => f.slice(7));
     const images = await Promise.all(files.map(async (file) => {
-      const img = document.createElement("img");
+      const img = document.createElement("img"), button = document.createElement("button");
       img.alt = `${model}/${version} report: ${file.replace(".png", "")} plot`;
       img.src = await getBlobUrl(`/models/${model}/versions/${version}/report/${file}`);
-      return img;
+      // A click enlarges the picture to the panel's full width, another shrinks it back.
+      button.type = "button";
+      button.title = "Enlarge";
+      button.setAttribute("aria-pressed", "false");
+      button.addEventListener("click", () => {
+        const big = button.classList.toggle("enlarged");
+        button.setAttribute("aria-pressed", String(big));
+        button.title = big ? "Shrink" : "Enlarge";
+      });
+      button.append(img);
+      return button;
     }));
     $("metrics").replaceChildren(note, table);
     $("report").replaceChildren(...images);
