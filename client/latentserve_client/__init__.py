@@ -33,7 +33,7 @@ from latentserve_client.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
-from latentserve_client.replies import Posterior, ServedImages
+from latentserve_client.replies import Posterior, Scores, ServedImages
 
 __all__ = [
     "BY_TYPE",
@@ -54,9 +54,10 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "Posterior",
-    "ServedImages",
     "RequestTimeout",
     "Retry",
+    "Scores",
+    "ServedImages",
     "ServiceError",
     "Timeout",
     "TransportError",
