@@ -33,6 +33,12 @@ class ServiceError(LatentServeError):
     itself, with the reply's status and type."""
 
 
+class NotSupported(ServiceError):
+    """What the service does not do (Triton's model load and unload: it serves its artifacts folder)."""
+
+    status, type = 400, "not_supported"
+
+
 class InvalidInput(ServiceError):
     status, type = 422, "invalid_input"
 
@@ -122,7 +128,7 @@ class ClientTimeout(TransportError):
 
 # type -> class, for every error the service can send (the service's list lives in its service/errors.py).
 BY_TYPE: dict[str, type[ServiceError]] = {
-    cls.type: cls for cls in (InvalidInput, UnknownModel, NotFound, MethodNotAllowed, RequestTimeout, PayloadTooLarge,
+    cls.type: cls for cls in (NotSupported, InvalidInput, UnknownModel, NotFound, MethodNotAllowed, RequestTimeout, PayloadTooLarge,
                               UnsupportedMediaType, Unauthorized, ClientClosedRequest, Internal, HTTPError,
                               Unavailable, Overloaded, Timeout)
 }
