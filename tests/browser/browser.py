@@ -66,7 +66,15 @@ def requested_urls(driver) -> list[str]:
 
 
 def severe_console_errors(driver) -> list[dict]:
-    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    """The log's errors, less network errors of another origin: a page of an earlier test, whose server has stopped,
+    may have polled it (/models, every few seconds) before this test navigated away."""
+    origin = driver.execute_script("return location.origin")
+
+    def elsewhere(entry: dict) -> bool:
+        return entry["source"] == "network" and entry["message"].startswith("http") and \
+            not entry["message"].startswith(origin + "/")
+
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE" and not elsewhere(entry)]
 
 
 def draw_stroke(driver, element, points: list[tuple[int, int]]) -> None:
