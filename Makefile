@@ -5,14 +5,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # What the service needs to run (`make serve`), then the dev set on top of it (everything else).
 RUNTIME_STAMP := $(VENV)/.installed-runtime
+TRAIN_STAMP := $(VENV)/.installed-train
 STAMP  := $(VENV)/.installed
 MNIST_DIR ?=
 EPOCHS_FLAG :=
-# The lock's target: the image's Python and platform, whatever machine runs `make lock`.
-LOCK   := $(VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --native-tls --python-version 3.11 \
-          --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock'
+# The lock's target: every platform at once (`--universal`: Linux x86_64 with the CUDA wheels, Linux aarch64, macOS,
+# each pin carrying the markers where it applies) for Python >= 3.11, whatever machine runs `make lock`.
+# tests/deploy/test_lock.py resolves each lock for each platform without downloading.
+LOCK   := $(VENV)/bin/uv pip compile pyproject.toml --quiet --universal --generate-hashes --native-tls \
+          --python-version 3.11 --custom-compile-command 'make lock'
 
-.PHONY: install serve test test-fast train bench bench-smoke soak soak-smoke lint-deploy image-check lock clean screenshot
+.PHONY: install install-train serve test test-fast train train-quick bench bench-smoke soak soak-smoke lint-deploy image-check lock clean screenshot
 
 install: $(STAMP)
 
@@ -22,6 +25,13 @@ $(RUNTIME_STAMP): requirements/runtime.txt pyproject.toml
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/runtime.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(RUNTIME_STAMP)
+
+# Training's set on top of the runtime one (pyro, tqdm, matplotlib): `make serve` then `make install-train`.
+install-train: $(TRAIN_STAMP)
+
+$(TRAIN_STAMP): $(RUNTIME_STAMP) requirements/train.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/train.txt
+	touch $(TRAIN_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP) requirements/dev.txt client/pyproject.toml
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
@@ -47,10 +57,21 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow'
 
 # Refit the three committed defaults (each becomes the next free version under artifacts/).
-train: $(STAMP)
+train: $(TRAIN_STAMP)
 	$(PY) -m training fit --kind ppca --name pca --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind ae   --name ae  --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind vae  --name vae --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
+
+# Small versions of the three models, to see the loop end to end (docs/artifacts.md, "A quick run"): into a scratch
+# folder, so the committed artifacts stay as they are; `LATENTSERVE_ARTIFACTS_DIR=build/quick-artifacts make serve`
+# serves them. MNIST from MNIST_DIR (downloaded by torchvision without it).
+QUICK_DIR ?= build/quick-artifacts
+QUICK := --artifacts-dir $(QUICK_DIR) --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
+QUICK_NET := --hidden 128 --epochs 2 --batch-size 256 --lr 4e-3
+train-quick: $(TRAIN_STAMP)
+	$(PY) -m training fit --kind ppca --name pca $(QUICK)
+	$(PY) -m training fit --kind ae   --name ae  $(QUICK) $(QUICK_NET)
+	$(PY) -m training fit --kind vae  --name vae $(QUICK) $(QUICK_NET) --iwae-samples 64 --iwae-images 256
 
 # docs/img/explorer.png: the explorer page over the committed artifacts, in headless Chromium (apt: chromium
 # chromium-driver).

@@ -8,6 +8,11 @@ from pathlib import Path
 from lvm.artifact import ArtifactError, sha256_file
 
 REPORT_DIR = "report"
+# The colour of each digit 0-9, in the report's latent map and the explorer page's live map alike (the page's copy,
+# PALETTE in service/static/js/map.js, is checked against this one by tests/unit/test_palette.py): Okabe & Ito's
+# colour-blind-safe eight, with Paul Tol's grey and wine for 8 and 9.
+DIGIT_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999",
+                 "#882255")
 # What each picture shows; the manifold exists for 2-D models only.
 REPORT_FILES = {
     "latent.png": "the test set's posterior means, coloured by digit",

@@ -65,7 +65,7 @@ def main() -> None:
         resolve_device(settings.device)  # refuse a bad device with one clear line, before uvicorn starts
     except DeviceError as exc:
         sys.exit(f"latentserve: {exc}")
-    uvicorn.run(
+    config = uvicorn.Config(
         serving_app(settings),
         host=settings.host,
         port=settings.port,
@@ -78,6 +78,10 @@ def main() -> None:
         # Every accepted request ends within its timeout (504 at the latest), so draining never needs longer.
         timeout_graceful_shutdown=math.ceil(settings.request_timeout_s) + 5,
     )
+    # Bound before the app starts: a port in use is one error line and exit status 3, with no start-up or drain
+    # lines from an app that never served (uvicorn alone binds after the lifespan has started).
+    sock = config.bind_socket()
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _setting_error(error: dict) -> str:

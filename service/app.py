@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 
 from fastapi import FastAPI
 
-from service import auth, browser, errors, logs, oip, pages, routes, tracing
+from service import auth, browser, docs, errors, logs, oip, oip_triton, pages, routes, tracing
 from service.limits import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware
 from service.observe import RequestMiddleware
@@ -55,10 +55,14 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
     # The routes go straight into the app's router: FastAPI's include_router() wraps them in a router of its own
     # whose per-request matching was a measurable share of a single-image /encode (BENCHMARKS.md). They were built by
     # routes.router, so app.dependency_overrides would not reach them; none of them has dependencies.
+    # /docs and /redoc are the service's own (docs.py: no CDN), not FastAPI's. Triton's extensions come before the
+    # protocol's routes: GET /v2/models/stats would otherwise be model metadata of a model named "stats".
     app = FastAPI(title="latentserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=telemetry,
-                  routes=routes.router.routes + oip.router.routes + pages.router.routes + auth.router.routes)
+                  telemetry=telemetry, docs_url=None, redoc_url=None,
+                  routes=routes.router.routes + oip_triton.router.routes + oip.router.routes + docs.router.routes
+                  + pages.router.routes + auth.router.routes)
     app.state.service = state
+    app.state.oip_extensions = oip_triton.EXTENSIONS  # listed by GET /v2 (oip.py)
     errors.install(app)
     # Added innermost first: metrics sees everything, CORS answers preflights before auth, auth runs before the
     # body limit, which also frees each request's share of the body budget when it ends.

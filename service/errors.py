@@ -34,6 +34,10 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
+class NotSupported(ServiceError):
+    status, type = 400, "not_supported"
+
+
 class InvalidInput(ServiceError):
     status, type = 422, "invalid_input"
 

@@ -70,16 +70,20 @@ class _Histogram:
         return buckets
 
 
-class _QueueSeries:
-    """The per-(model, version, operation) series a batcher feeds."""
+class QueueSeries:
+    """The per-(model, version, operation) series a batcher feeds; also read by Triton's statistics (oip_triton.py),
+    which wants each exact batch size: `by_size` maps it to [batches, compute seconds] (at most max_batch_size keys,
+    one dict update per batch)."""
 
-    __slots__ = ("batch_size", "queue_wait", "compute", "depth")
+    __slots__ = ("batch_size", "queue_wait", "compute", "depth", "by_size", "last_batch_at")
 
     def __init__(self) -> None:
         self.batch_size = _Histogram(_BATCH_BUCKETS)
         self.queue_wait = _Histogram(_LATENCY_BUCKETS)
         self.compute = _Histogram(_LATENCY_BUCKETS)
         self.depth = 0
+        self.by_size: dict[int, list] = {}
+        self.last_batch_at = 0.0  # time.time() at the end of the last batch; 0 before the first
 
 
 class Metrics:
@@ -95,7 +99,7 @@ class Metrics:
         self.refused = Gauge("latentserve_artifact_refused", "1 per artifact version the last scan refused",
                              ("model", "version"), registry=r)
         self._requests: dict[tuple[str, int], _Histogram] = {}
-        self._queues: dict[tuple[str, str, str], _QueueSeries] = {}
+        self._queues: dict[tuple[str, str, str], QueueSeries] = {}
         # Requests past their queue's admission and not yet answered (service.observe counts them): the autoscaling
         # signal, as Ray Serve's ongoing requests, since it measures the load whatever the hardware.
         self.in_flight = 0
@@ -118,8 +122,11 @@ class Metrics:
         self._keys[(key, status)] = self._keys.get((key, status), 0) + 1
 
     def batch_observer(self, model: str, version: int, operation: str) -> BatchObserver:
-        series = self._queues.setdefault((model, str(version), operation), _QueueSeries())
+        series = self._queues.setdefault((model, str(version), operation), QueueSeries())
         return _Observer(series, self.rejections)
+
+    def queue_series(self, model: str, version: int, operation: str) -> QueueSeries | None:
+        return self._queues.get((model, str(version), operation))
 
     def model_loaded(self, model: str, version: int, kind: str) -> None:
         self.loaded.labels(model, str(version), kind).set(1)
@@ -188,13 +195,20 @@ class _Collector:
 
 
 class _Observer(BatchObserver):
-    def __init__(self, series: _QueueSeries, rejections: Counter) -> None:
+    def __init__(self, series: QueueSeries, rejections: Counter) -> None:
         self._series = series
         self._rejections = rejections
 
     def batch(self, size: int, compute_s: float) -> None:
-        self._series.batch_size.observe(size)
-        self._series.compute.observe(compute_s)
+        series = self._series
+        series.batch_size.observe(size)
+        series.compute.observe(compute_s)
+        per_size = series.by_size.get(size)
+        if per_size is None:
+            per_size = series.by_size[size] = [0, 0.0]
+        per_size[0] += 1
+        per_size[1] += compute_s
+        series.last_batch_at = time.time()
 
     def waited(self, seconds: float) -> None:
         self._series.queue_wait.observe(seconds)

@@ -34,7 +34,7 @@ from service.oip_schemas import (
 from service.routing import RequestRoute
 
 router = APIRouter(route_class=RequestRoute, tags=["Open Inference Protocol (KServe v2)"])
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data"]  # plus those of the other /v2 route families the app lists (app.state)
 _MODEL = "/v2/models/{model_name}"
 _VERSION = "/v2/models/{model_name}/versions/{model_version}"
 
@@ -61,7 +61,8 @@ def _named(request: Request) -> tuple[ServedModel, Operation]:
 
 @router.get("/v2", response_model=ServerMetadata, responses=AUTH_ERRORS, summary="Server metadata")
 async def server_metadata(request: Request) -> Response:
-    return _json({"name": request.app.title, "version": request.app.version, "extensions": EXTENSIONS})
+    extensions = [*EXTENSIONS, *getattr(request.app.state, "oip_extensions", ())]
+    return _json({"name": request.app.title, "version": request.app.version, "extensions": extensions})
 
 
 @router.get("/v2/health/live", response_model=Live, summary="The process is alive")

@@ -7,16 +7,21 @@ Bad input or data ends in one line on stderr and exit status 2, never a tracebac
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from lvm.artifact import ArtifactError
+from lvm.networks import ACTIVATIONS
 from training.config import CONFIGS
 from training.data import DataError
 
 EXIT_USAGE = 2
+# What the train set (requirements/train.txt, pyproject's `train` extra) adds to the service's runtime set.
+TRAIN_MODULES = frozenset(("pyro", "tqdm", "matplotlib"))
+INSTALL_TRAIN = "make install-train"
 DEFAULT_NAMES = {"ppca": "pca", "ae": "ae", "vae": "vae"}
 # Flags that map onto config fields; a flag left out keeps the config's default (the recipe of the defaults).
 _CONFIG_FLAGS = {
@@ -33,13 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--kind", required=True, choices=sorted(CONFIGS))
     fit.add_argument("--name", help="artifact name (default: pca, ae or vae after the kind)")
     fit.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
-    fit.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"))
+    fit.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"), help="default: artifacts")
     for flag, kind in _CONFIG_FLAGS.items():
         option = "--" + flag.replace("_", "-")
         if flag == "hidden":
-            fit.add_argument(option, type=int, nargs="+", help="hidden layer widths, e.g. --hidden 512 256")
+            fit.add_argument(option, type=int, nargs="+", help="hidden layer widths, e.g. --hidden 512 256; "
+                             + _default_help(flag))
+        elif flag == "activation":
+            fit.add_argument(option, choices=ACTIVATIONS, help=_default_help(flag))
         else:
-            fit.add_argument(option, type=kind, help="default: see docs/artifacts.md, Training")
+            fit.add_argument(option, type=kind, help=_default_help(flag))
     evaluate = commands.add_parser("evaluate", help="recompute the test figures of an artifact version")
     evaluate.add_argument("path", type=Path)
     evaluate.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
@@ -49,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
     derive.add_argument("--artifacts-dir", type=Path, help="where to write (default: the source's own root)")
     return parser
+
+
+def _default_help(flag: str) -> str:
+    """`default: 60 (ae, vae)`, or each kind's own where they differ, read off the config classes."""
+    by_value: dict[str, list[str]] = {}
+    for kind, config_class in sorted(CONFIGS.items(), key=lambda item: list(CONFIGS).index(item[0])):
+        field = next((f for f in fields(config_class) if f.name == flag), None)
+        if field is not None:
+            value = field.default if field.default is not MISSING else field.default_factory()
+            text = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            by_value.setdefault(text, []).append(kind)
+    if len(by_value) == 1:
+        (value, kinds), = by_value.items()
+        return f"default: {value} ({', '.join(kinds)})".replace("%", "%%")
+    return ("default: " + "; ".join(f"{', '.join(kinds)}: {value}" for value, kinds in by_value.items())).replace("%", "%%")
 
 
 def make_config(args: argparse.Namespace):
@@ -63,8 +86,28 @@ def make_config(args: argparse.Namespace):
     return config_class(**given)
 
 
+def _missing_train_module() -> str | None:
+    """The first module of the train set that is not installed (found without importing it), or None."""
+    for name in sorted(TRAIN_MODULES):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except ValueError:  # in sys.modules as None: unimportable
+            return name
+    return None
+
+
+def _train_set_error(module: str) -> int:
+    print(f"error: training needs the train set, and {module} is missing: run `{INSTALL_TRAIN}` (it installs "
+          "requirements/train.txt into .venv)", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = _missing_train_module()
+    if missing:  # before any data is read: `make serve` installs the runtime set only
+        return _train_set_error(missing)
     try:
         from training import pipeline
 
@@ -84,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ArtifactError, ValueError, FloatingPointError, OSError) as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_MODULES:
+            raise
+        return _train_set_error(exc.name)
     except KeyboardInterrupt:
         print("error: interrupted; no artifact was written", file=sys.stderr)
         return 130

@@ -12,12 +12,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from matplotlib.colors import ListedColormap  # noqa: E402
+
 from lvm.networks import LatentModel  # noqa: E402
+from lvm.reports import DIGIT_COLOURS  # noqa: E402
 
 _SEED = 0
 _ERRORBAR_POINTS = 150  # error bars on every one of 10,000 points would hide the map
 _CLIP_PERCENT = 0.5  # the map's axes span the 0.5th to 99.5th percentile of the codes: outliers would squash the cloud
 _MANIFOLD_TICKS = 5
+DIGIT_CMAP = ListedColormap(DIGIT_COLOURS, name="digits")  # the explorer page's colours (lvm/reports.py)
 
 
 def write_report(model: LatentModel, x: Tensor, y: Tensor, folder: Path, name: str | None = None) -> list[Path]:
@@ -55,11 +59,11 @@ def latent_map(model: LatentModel, x: Tensor, y: Tensor, path: Path, title: str)
     dims = min(2, model.latent_dim)
     fig, ax = plt.subplots(figsize=(7, 6))
     zy = z_loc[:, 1] if dims == 2 else torch.zeros(len(z_loc))
-    points = ax.scatter(z_loc[:, 0], zy, c=y, cmap="tab10", s=2, alpha=0.6, vmin=-0.5, vmax=9.5)
+    points = ax.scatter(z_loc[:, 0], zy, c=y, cmap=DIGIT_CMAP, s=2, alpha=0.6, vmin=-0.5, vmax=9.5)
     if z_scale is not None:
         n = min(_ERRORBAR_POINTS, len(x))
         ax.errorbar(z_loc[:n, 0], zy[:n], xerr=z_scale[:n, 0], yerr=z_scale[:n, 1] if dims == 2 else None,
-                    fmt="o", markersize=2, color="black", ecolor="black", elinewidth=1.0, capsize=1.5, alpha=0.8,
+                    fmt="o", markersize=2, color="#444444", ecolor="#444444", elinewidth=1.0, capsize=1.5, alpha=0.8,
                     label=f"±1 sd ({n} images)")
         ax.legend(loc="upper right")
     ax.set_xlim(*_clipped_limits(z_loc[:, 0]))

@@ -26,6 +26,7 @@ from latentserve_client.errors import (
     MethodNotAllowed,
     NotConnected,
     NotFound,
+    NotSupported,
     Overloaded,
     PayloadTooLarge,
     RateLimited,
@@ -38,7 +39,7 @@ from latentserve_client.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
-from latentserve_client.replies import Posterior, Scores
+from latentserve_client.replies import Posterior, Scores, ServedImages
 
 __all__ = [
     "BY_TYPE",
@@ -60,6 +61,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotConnected",
     "NotFound",
+    "NotSupported",
     "Overloaded",
     "PayloadTooLarge",
     "Posterior",
@@ -67,6 +69,7 @@ __all__ = [
     "RequestTimeout",
     "Retry",
     "Scores",
+    "ServedImages",
     "ServiceError",
     "Timeout",
     "TransportError",

@@ -2,7 +2,7 @@
 errors as one line on stderr with exit status 1 (2 for a bad command line, as argparse does).
 
     latentserve encode digit.png more.png
-    latentserve decode 0.5 -1.2 -o digit.png
+    latentserve decode 0.5 -1.2 -o decoded.png
     latentserve reconstruct digit.png -o out.png
     latentserve sample -n 16 --seed 1 -o grid.png
     latentserve score digit.png
@@ -106,10 +106,19 @@ def _read_images(paths: list[Path]) -> list:
     return out
 
 
-def _write(images: np.ndarray, output: Path | None, served: dict) -> dict:
-    """The images to `output` (one PNG grid, or .npy) or into the JSON reply."""
+def _short(array: np.ndarray | None) -> list | None:
+    """Nested lists of the float32 values, each with the fewest digits that read back as the same float32 (JSON of
+    `.tolist()` would print each as the float64 it widens to: 17 digits)."""
+    if array is None:
+        return None
+    return [_short(row) for row in array] if array.ndim > 1 else [float(str(v)) for v in array.astype(np.float32)]
+
+
+def _write(images: np.ndarray, output: Path | None, extra: dict | None = None) -> dict:
+    """The images to `output` (one PNG grid, or .npy) or into the JSON reply, after the model and version."""
+    served = {"model": images.model, "version": images.version, **(extra or {})}
     if output is None:
-        return {**served, "images": images.reshape(len(images), -1).tolist()}
+        return {**served, "images": _short(images.reshape(len(images), -1))}
     try:
         if output.suffix == ".npy":
             with open(output, "wb") as f:  # np.save(path) would add .npy to a name that has none
@@ -129,12 +138,12 @@ def _write(images: np.ndarray, output: Path | None, served: dict) -> dict:
 def run(args: argparse.Namespace, client: Client) -> dict | list:
     if args.command == "encode":
         posterior = client.encode(_read_images(args.images))
-        return {"model": posterior.model, "version": posterior.version, "mean": posterior.mean.tolist(),
-                "scale": None if posterior.scale is None else posterior.scale.tolist()}
+        return {"model": posterior.model, "version": posterior.version, "mean": _short(posterior.mean),
+                "scale": _short(posterior.scale)}
     if args.command == "decode":
-        return _write(client.decode(np.asarray(args.latent, np.float32)), args.output, {})
+        return _write(client.decode(np.asarray(args.latent, np.float32)), args.output)
     if args.command == "reconstruct":
-        return _write(client.reconstruct(_read_images(args.images), args.sample, args.seed), args.output, {})
+        return _write(client.reconstruct(_read_images(args.images), args.sample, args.seed), args.output)
     if args.command == "sample":
         return _write(client.sample(args.n, args.seed), args.output, {"n": args.n, "seed": args.seed})
     if args.command == "score":
@@ -166,8 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours, still one line as documented; the type names what to report
         print(f"latentserve: error: unexpected {type(exc).__name__}: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
-    json.dump(result, sys.stdout)
-    sys.stdout.write("\n")
+    try:
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`latentserve sample | head`): no traceback, and none again when Python flushes stdout
+        # at exit (the recipe of Python's signal module docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -78,7 +78,8 @@ class Client(_Base):
 
     def decode(self, latents: Any, *, model: str | None = None, version: int | None = None,
                format: str | None = None) -> np.ndarray:
-        """Pixel means (N, 28, 28) in [0, 1] of latent codes (N, K) or one code (K,)."""
+        """Pixel means (N, 28, 28) in [0, 1] of latent codes (N, K) or one code (K,); like every image result, an
+        ndarray that also has `.model` and `.version` (ServedImages)."""
         return self._run(self._core.decode(latents, model, version, format))
 
     def reconstruct(self, images: Images, sample: bool = False, seed: int | None = None, *, model: str | None = None,

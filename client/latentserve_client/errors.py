@@ -34,6 +34,12 @@ class ServiceError(LatentServeError):
     itself, with the reply's status and type."""
 
 
+class NotSupported(ServiceError):
+    """What the service does not do (Triton's model load and unload: it serves its artifacts folder)."""
+
+    status, type = 400, "not_supported"
+
+
 class InvalidInput(ServiceError):
     status, type = 422, "invalid_input"
 
@@ -164,9 +170,9 @@ class InvalidArgument(LatentServeError, ValueError):
 
 # type -> class, for every error the service can send (the service's list lives in its service/errors.py).
 BY_TYPE: dict[str, type[ServiceError]] = {
-    cls.type: cls for cls in (InvalidInput, UnknownModel, NotFound, MethodNotAllowed, RequestTimeout, PayloadTooLarge,
-                              UnsupportedMediaType, Unauthorized, Forbidden, ClientClosedRequest, Internal, HTTPError,
-                              Unavailable, Overloaded, RateLimited, Timeout)
+    cls.type: cls for cls in (NotSupported, InvalidInput, UnknownModel, NotFound, MethodNotAllowed, RequestTimeout,
+                              PayloadTooLarge, UnsupportedMediaType, Unauthorized, Forbidden, ClientClosedRequest,
+                              Internal, HTTPError, Unavailable, Overloaded, RateLimited, Timeout)
 }
 # A reply without the service's error body (a proxy in front, say) is still mapped by its status.
 _BY_STATUS: dict[int, type[ServiceError]] = {

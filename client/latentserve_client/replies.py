@@ -28,6 +28,16 @@ class Posterior:
     version: int
 
 
+class ServedImages(np.ndarray):
+    """Images (N, 28, 28) float32, an ordinary ndarray that also says which `.model` and `.version` answered."""
+
+    model: str | None = None
+    version: int | None = None
+
+    def __array_finalize__(self, obj) -> None:
+        self.model, self.version = getattr(obj, "model", None), getattr(obj, "version", None)
+
+
 @dataclass(frozen=True)
 class Scores:
     """How likely N images are under the model (`/score`): each field (N,). `log_likelihood` is in nats (for the
@@ -118,6 +128,8 @@ def join_posteriors(parts: list[Posterior]) -> Posterior:
     return Posterior(np.concatenate([p.mean for p in parts]), scale, model, version)
 
 
-def join_images(parts: list[tuple[np.ndarray, str, int]]) -> np.ndarray:
-    _one_version(parts)
-    return np.concatenate([p[0] for p in parts])
+def join_images(parts: list[tuple[np.ndarray, str, int]]) -> ServedImages:
+    model, version = _one_version(parts)
+    images = np.concatenate([p[0] for p in parts]).view(ServedImages)
+    images.model, images.version = model, version
+    return images

@@ -53,7 +53,8 @@ def split_reply(r) -> tuple[dict, dict[str, np.ndarray]]:
 async def test_server_metadata_advertises_binary_tensors(client):
     r = await client.get("/v2")
     assert r.status_code == 200
-    assert r.json() == {"name": "latentserve", "version": client.app.version, "extensions": ["binary_tensor_data"]}
+    assert r.json() == {"name": "latentserve", "version": client.app.version, "extensions": [
+        "binary_tensor_data", "model_configuration", "model_repository", "statistics"]}
 
 
 async def test_health_routes(client):

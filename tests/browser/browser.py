@@ -23,8 +23,9 @@ def missing() -> str | None:
     return None
 
 
-def chrome(width: int = 1400, height: int = 1600):
-    """A headless Chromium that keeps the page's console log."""
+def chrome(width: int = 1400, height: int = 1600, network_log: bool = False):
+    """A headless Chromium that keeps the page's console log (and with `network_log` every request it makes, which
+    `requested_urls` reads)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -33,7 +34,7 @@ def chrome(width: int = 1400, height: int = 1600):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--window-size={width},{height}", "--hide-scrollbars", "--force-device-scale-factor=1"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", **({"performance": "ALL"} if network_log else {})})
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
@@ -52,8 +53,28 @@ def page_ready(driver, timeout_s: float = 60.0) -> None:
     wait_for(driver, "document.querySelectorAll('.loading').length === 0", timeout_s)
 
 
+def requested_urls(driver) -> list[str]:
+    """Every URL the browser sent a request for since the last call (a driver from `chrome(network_log=True)`);
+    requests the page's Content-Security-Policy blocked never leave the browser and are not counted."""
+    import json
+
+    events = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    blocked = {e["params"]["requestId"] for e in events
+               if e["method"] == "Network.loadingFailed" and e["params"].get("blockedReason")}
+    return [e["params"]["request"]["url"] for e in events
+            if e["method"] == "Network.requestWillBeSent" and e["params"]["requestId"] not in blocked]
+
+
 def severe_console_errors(driver) -> list[dict]:
-    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    """The log's errors, less network errors of another origin: a page of an earlier test, whose server has stopped,
+    may have polled it (/models, every few seconds) before this test navigated away."""
+    origin = driver.execute_script("return location.origin")
+
+    def elsewhere(entry: dict) -> bool:
+        return entry["source"] == "network" and entry["message"].startswith("http") and \
+            not entry["message"].startswith(origin + "/")
+
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE" and not elsewhere(entry)]
 
 
 def draw_stroke(driver, element, points: list[tuple[int, int]]) -> None:

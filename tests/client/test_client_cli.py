@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -65,17 +66,42 @@ def test_model_and_version_flags_and_their_environment_variables(cli, pngs, monk
 
 def test_decode_reconstruct_and_sample_write_pngs_and_npy(cli, pngs, tmp_path):
     status, out, _ = cli("decode", "0.5", "-1.2", "-o", str(tmp_path / "digit.png"))
-    assert status == 0 and out["shape"] == [1, 28, 28]
+    assert status == 0 and out["shape"] == [1, 28, 28] and (out["model"], out["version"]) == ("vae", 2)
     assert Image.open(tmp_path / "digit.png").size == (28, 28)
-    status, out, _ = cli("reconstruct", str(pngs[0]), str(pngs[1]), "-o", str(tmp_path / "r.npy"))
-    assert status == 0 and np.load(tmp_path / "r.npy").shape == (2, 28, 28)
+    status, out, _ = cli("--version", "1", "reconstruct", str(pngs[0]), str(pngs[1]), "-o", str(tmp_path / "r.npy"))
+    assert status == 0 and np.load(tmp_path / "r.npy").shape == (2, 28, 28) and out["version"] == 1
     status, out, _ = cli("sample", "-n", "16", "--seed", "1", "-o", str(tmp_path / "grid.png"))
     assert status == 0 and Image.open(tmp_path / "grid.png").size == (112, 112)  # a 4 x 4 grid
     first = np.asarray(Image.open(tmp_path / "grid.png"))
     cli("sample", "-n", "16", "--seed", "1", "-o", str(tmp_path / "again.png"))
     assert np.array_equal(first, np.asarray(Image.open(tmp_path / "again.png")))
-    status, out, _ = cli("decode", "0", "0")
-    assert status == 0 and np.array(out["images"]).shape == (1, 784)
+    status, out, _ = cli("--model", "ae", "decode", "0", "0")
+    assert status == 0 and np.array(out["images"]).shape == (1, 784) and out["model"] == "ae"
+
+
+def test_pixels_print_as_short_float32(cli, live, capsys):
+    status = main(["sample", "-n", "2", "--seed", "5"])
+    text = capsys.readouterr().out
+    out = json.loads(text)
+    assert status == 0 and (out["model"], out["n"]) == ("vae", 2)
+    # Each number is its float32's shortest form (at most 9 significant digits; float64's repr needs up to 17).
+    digits = [len(re.sub(r"e.*|\.|-", "", m).lstrip("0")) for m in re.findall(r"-?[0-9.]+(?:e-?[0-9]+)?", text)]
+    assert len(digits) > 2 * 784 and max(digits) <= 9
+    with Client(live.url, api_key=API_KEY) as client:  # and they read back as exactly the float32 pixels
+        assert np.array_equal(np.array(out["images"], np.float32), client.sample(2, seed=5).reshape(2, 784))
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(live):
+    """`latentserve sample -n 400 | head -c 100`: the pipe closes while the command writes (its 2 MB of JSON do not
+    fit the pipe's buffer)."""
+    env = {**os.environ, "LATENTSERVE_URL": live.url, "LATENTSERVE_API_KEY": API_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "latentserve_client", "sample", "-n", "400"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(100)) == 100
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 def test_models_prints_the_servers_overview(cli):

@@ -35,3 +35,14 @@ def test_metric_names_the_doc_mentions_exist():
     mentioned = _deploy_section() + (ROOT / "deploy/kubernetes/base/hpa.yaml").read_text()
     for name in set(re.findall(r"latentserve_[a-z_]+", mentioned)):
         assert f'"{name}' in source, f"{name} is not a metric of the service"
+
+
+def test_the_grace_periods_the_doc_states_are_the_files():
+    text = _deploy_section()
+    stated = re.findall(r"`stop_grace_period: (\w+)`", text)
+    actual = re.findall(r"^\s*stop_grace_period:\s*(\w+)\s*$", (ROOT / "docker-compose.yml").read_text(), re.M)
+    assert stated and set(stated) == set(actual), (stated, actual)
+    stated = re.findall(r"`terminationGracePeriodSeconds: (\d+)`", text)
+    actual = {m for flavour in ("cpu", "gpu") for m in re.findall(
+        r"terminationGracePeriodSeconds:\s*(\d+)", (ROOT / f"deploy/kubernetes/{flavour}/deployment.yaml").read_text())}
+    assert stated and set(stated) == actual, (stated, actual)

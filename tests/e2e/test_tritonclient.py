@@ -1,6 +1,6 @@
 """Triton's own HTTP client (`tritonclient[http]`) against a real uvicorn process: server and model metadata,
 readiness, and encode / decode / reconstruct / sample with JSON and binary tensors, each equal to the service's own
-routes. (KServe's InferenceRESTClient is not used: the `kserve` package would downgrade python-dateutil here.)"""
+routes; Triton's model configuration, repository index and statistics. (KServe's InferenceRESTClient is not used: the `kserve` package would downgrade python-dateutil here.)"""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def test_server_and_model_metadata_and_readiness(urls):
     assert client.is_model_ready("vae-encode") and client.is_model_ready("vae-encode", "1")
     assert not client.is_model_ready("vae-embed")
     meta = client.get_server_metadata()
-    assert meta["name"] == "latentserve" and "binary_tensor_data" in meta["extensions"]
+    assert meta["name"] == "latentserve"
+    assert {"binary_tensor_data", "model_configuration", "model_repository", "statistics"} <= set(meta["extensions"])
     model = client.get_model_metadata("vae-reconstruct", "1")
     assert model["versions"] == ["1"]
     assert [(t["name"], t["datatype"], t["shape"]) for t in model["outputs"]] == [
@@ -101,3 +102,43 @@ def test_bad_input_reaches_the_client_as_a_4xx_with_the_servers_message(urls):
     with pytest.raises(InferenceServerException) as raised:
         client.get_model_metadata("vae-embed")
     assert raised.value.status() == "404"
+
+
+def test_model_configuration_and_repository_index(urls):
+    client, _ = urls
+    config = client.get_model_config("vae-encode", "1")
+    assert config["name"] == "vae-encode" and config["max_batch_size"] > 0
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [("images", "TYPE_FP32", [784])]
+    assert [(t["name"], t["dims"]) for t in config["output"]] == [("mean", [LATENT_DIM]), ("scale", [LATENT_DIM])]
+    assert [t["name"] for t in client.get_model_config("ae-encode")["output"]] == ["mean"]  # the AE has no scale
+    index = client.get_model_repository_index()
+    assert {"name": "vae-sample", "version": "1", "state": "READY"} in index
+    assert {entry["name"] for entry in index} >= {f"{m}-{op}" for m in ("pca", "ae", "vae")
+                                                  for op in ("encode", "decode", "reconstruct", "sample")}
+    for call in (client.load_model, client.unload_model):
+        with pytest.raises(InferenceServerException) as raised:
+            call("vae-encode")
+        assert raised.value.status() == "400" and "not supported" in raised.value.message()
+    with pytest.raises(InferenceServerException) as raised:
+        client.get_model_config("vae-embed")
+    assert raised.value.status() == "404"
+
+
+def test_statistics_count_requests_items_and_batch_sizes(urls):
+    client, _ = urls
+    before = client.get_inference_statistics("vae-decode", "1")["model_stats"][0]
+    assert before["inference_count"] == 0 and before["batch_stats"] == []
+    for latents in (LATENTS, LATENTS[:1], LATENTS[:1]):
+        infer(client, "vae-decode", {"latents": latents}, True, ["images"])
+    stats = client.get_inference_statistics("vae-decode", "1")["model_stats"][0]
+    assert (stats["name"], stats["version"]) == ("vae-decode", "1")
+    # Sequential requests: one batch each, of 2, 1 and 1 items.
+    assert stats["inference_count"] == 4 and stats["execution_count"] == 3
+    assert stats["inference_stats"]["queue"]["count"] == 3 and stats["inference_stats"]["success"]["count"] == 3
+    compute = stats["inference_stats"]["compute_infer"]
+    assert compute["count"] == 3 and compute["ns"] > 0
+    assert [(b["batch_size"], b["compute_infer"]["count"]) for b in stats["batch_stats"]] == [(1, 2), (2, 1)]
+    assert stats["last_inference"] > 0
+    every = client.get_inference_statistics()["model_stats"]
+    assert {(s["name"], s["version"]) for s in every} >= {("vae-decode", "1"), ("pca-encode", "1")}
+    assert next(s for s in every if s["name"] == "vae-decode")["inference_count"] == 4

@@ -108,3 +108,23 @@ def test_an_unwritable_destination_fails_before_training(capsys, fake_mnist, tmp
                  "--artifacts-dir", str(artifacts)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "blocker" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("missing", ["matplotlib", "pyro"])
+def test_a_missing_train_set_is_one_line_naming_the_command(tmp_path, missing):
+    """`make serve` installs the runtime set only: training then finds no matplotlib or pyro (a fresh process, with
+    the module made unimportable)."""
+    script = (f"import sys; sys.modules[{missing!r}] = None; from training.__main__ import main; "
+              f"sys.exit(main(['fit', '--kind', 'vae', '--data-dir', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "make install-train" in done.stderr and missing in done.stderr, done.stderr
+
+
+def test_help_shows_the_defaults_and_the_activations(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--epochs EPOCHS default: 60 (ae, vae)" in text and "default: 1000 (vae)" in text
+    assert "{softplus,relu,tanh}" in text and "see docs/artifacts.md" not in text

@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 const GRID = 12;  // manifold cells per side
 const STEPS = 10;  // images in the interpolation strip
 const SAMPLES = 36;
+const POLL_MS = 5000;  // how often the page asks /models whether a reload brought new versions (one small JSON)
 const state = { target: null, models: [], projection: null, picks: [], manifoldSeq: 0, drawn: null };
 
 function showError(context, err) {
@@ -119,8 +120,7 @@ async function selectVersion() {
   await Promise.all([loadEmbedding(), loadReport(state.target, busy, showError), sample(),
     model.kind === "ppca" ? components(state.target, busy, showError) : null]);
   decoder.request(state.target, unproject(state.projection, [map.view.cx, map.view.cy]));
-  const strip = $("interp");
-  strip.getContext("2d").clearRect(0, 0, strip.width, strip.height);
+  interpHint("Click two points on the map: A, then B.");
   encodeDrawing();  // the pad's digit through the newly chosen model (nothing when the pad is empty)
 }
 
@@ -189,6 +189,20 @@ function pick(point) {
   [map.marks.a, map.marks.b] = [state.picks[0], state.picks[1] ?? null];
   map.draw();
   if (state.picks.length === 2) interpolate(...state.picks);
+  else interpHint("A is set: now click B on the map.");
+}
+
+// Says on the empty strip what to do, instead of a black bar.
+function interpHint(text) {
+  const strip = $("interp"), ctx = strip.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, strip.width, strip.height);
+  ctx.fillStyle = "#ddd";
+  ctx.font = "16px system-ui, sans-serif";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  ctx.fillText(text, strip.width / 2, strip.height / 2);
+  strip.dataset.hint = text;
 }
 
 async function interpolate(a, b) {
@@ -201,6 +215,7 @@ async function interpolate(a, b) {
     const reply = await busy("interp-section", () => postJson(`/decode${query(model, version)}`, { latents }));
     const strip = $("interp"), ctx = strip.getContext("2d"), tile = newCanvas("");
     ctx.imageSmoothingEnabled = false;
+    delete strip.dataset.hint;
     reply.images.forEach((pixels, i) => {
       drawGrey(tile, pixels);
       ctx.drawImage(tile, i * 70, 0, 70, 70);
@@ -291,3 +306,25 @@ $("legend").replaceChildren(...PALETTE.map((color, digit) => {
 $("key").value = getKey();
 showAccess();
 loadModels();
+setInterval(pollModels, POLL_MS);
+
+// A reload (POST /admin/reload) adds or drops versions: the selects follow without a page refresh. Only while the
+// page is visible, and the current choice stays unless its version is gone.
+async function pollModels() {
+  if (document.hidden || !state.models.length) return;
+  let overview;
+  try { overview = await getJson("/models"); } catch { return; }  // a failed poll says nothing new
+  const signature = (models) => JSON.stringify(models.map((m) => [m.name, m.versions, m.default_version]));
+  if (signature(overview.models) === signature(state.models)) return;
+  const [name, version] = [$("model").value, Number($("version").value)];
+  state.models = overview.models;
+  const model = state.models.find((m) => m.name === name);
+  $("model").replaceChildren(...state.models.map((m) => new Option(`${m.name} (${m.kind}, K=${m.latent_dim})`, m.name,
+    m.name === (model ? name : overview.default_model), m.name === (model ? name : overview.default_model))));
+  if (model && model.versions.includes(version)) {
+    $("version").replaceChildren(...model.versions.map((v) => new Option(`${v}`, v, v === version, v === version)));
+  } else {
+    fillVersions();
+  }
+  state.polls = (state.polls || 0) + 1;
+}

@@ -2,7 +2,8 @@
 // user's marks (drawn digit, interpolation ends), zoom (wheel, +/-) and pan (shift-drag, arrow keys).
 import { contour, density, ellipse } from "./geometry.js";
 
-// Okabe & Ito's colour-blind-safe eight, with Paul Tol's grey and wine for 8 and 9.
+// Okabe & Ito's colour-blind-safe eight, with Paul Tol's grey and wine for 8 and 9: the report PNGs' colours too
+// (lvm/reports.py's DIGIT_COLOURS, which tests/unit/test_palette.py checks this list against).
 export const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7",
                         "#56B4E9", "#F0E442", "#000000", "#999999", "#882255"];
 const SD_POINTS = 300;  // ellipses on every point would hide the map
@@ -152,12 +153,18 @@ export class LatentMap {
     for (const [label, p] of [["A", a], ["B", b]]) {
       if (!p) continue;
       const [x, y] = this.toScreen(...p);
+      // A white disc in a dark ring in a white halo: visible on the dark clusters (7 is black) and on white.
       ctx.fillStyle = "#fff";
-      ctx.strokeStyle = "#111";
+      ctx.strokeStyle = "#fff";
+      ctx.lineWidth = 6;
       ctx.beginPath();
-      ctx.arc(x, y, 8, 0, 2 * Math.PI);
-      ctx.fill();
+      ctx.arc(x, y, 9, 0, 2 * Math.PI);
       ctx.stroke();
+      ctx.fill();
+      ctx.strokeStyle = "#111";
+      ctx.lineWidth = 2;
+      ctx.stroke();
+      ctx.lineWidth = 1;
       ctx.fillStyle = "#111";
       ctx.font = "bold 11px system-ui";
       ctx.fillText(label, x - 4, y + 4);

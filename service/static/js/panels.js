@@ -47,10 +47,20 @@ export async function loadReport(target, busy, showError) {
     // and each picture on its own: one that cannot be fetched leaves the others and the metrics in place.
     const files = detail.reports?.[String(version)] ?? [];
     const images = await Promise.allSettled(files.map(async (file) => {
-      const img = document.createElement("img");
+      const img = document.createElement("img"), button = document.createElement("button");
       img.alt = `${model}/${version} report: ${file.replace(".png", "")} plot`;
       img.src = await getBlobUrl(`/models/${model}/versions/${version}/report/${file}`);
-      return img;
+      // A click enlarges the picture to the panel's full width, another shrinks it back.
+      button.type = "button";
+      button.title = "Enlarge";
+      button.setAttribute("aria-pressed", "false");
+      button.addEventListener("click", () => {
+        const big = button.classList.toggle("enlarged");
+        button.setAttribute("aria-pressed", String(big));
+        button.title = big ? "Shrink" : "Enlarge";
+      });
+      button.append(img);
+      return button;
     }));
     $("report").replaceChildren(...images.filter((r) => r.status === "fulfilled").map((r) => r.value));
   } catch (err) {
