@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from lvm import Artifact, LatentModel
+from lvm.reference import OutlierRule, Reference, has_reference, read_reference
 from service.batcher import Batcher, BatchObserver
 from service.device import Placement
 from service.operations import OPERATIONS, Operation
@@ -72,7 +73,8 @@ class ServedModel:
     latent_dim: int = field(init=False)
     has_scale: bool = field(init=False)  # whether encode gives a posterior scale (the AE's is None)
     score_terms: tuple[str, ...] = field(init=False)  # what the model's score_terms gives (log_likelihood first)
-    outlier_rule: object | None = None  # from the artifact's reference file; None when it has none
+    reference: Reference | None = None  # the artifact's reference set (lvm.reference); None when it has none
+    outlier_rule: OutlierRule | None = None  # the reference's rule
 
     def __post_init__(self) -> None:
         self.name, self.version, self.kind = self.artifact.name, self.artifact.version, self.artifact.kind
@@ -81,9 +83,12 @@ class ServedModel:
 
     @classmethod
     def load(cls, artifact: Artifact, placement: Placement) -> ServedModel:
-        """Builds the network and moves it to the device (blocking: call it off the event loop)."""
+        """Builds the network, moves it to the device and reads the outlier rule of its reference set, when the
+        artifact has one (blocking: call it off the event loop). A listed but corrupt reference refuses the version."""
         model = placement.move(artifact.build())
-        return cls(artifact, model, placement)
+        reference = read_reference(artifact.path, artifact.manifest) if has_reference(artifact.manifest) else None
+        return cls(artifact, model, placement, reference=reference,
+                   outlier_rule=None if reference is None else reference.rule())
 
     async def warm_up(self, runtime: Runtime, repeats: int = 3) -> None:
         """Runs every operation at every warm-up size, checks the outputs are finite, and picks each operation's

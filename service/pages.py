@@ -1,5 +1,5 @@
-"""The explorer page (`GET /`, `static/`) and the two read-only routes it needs beyond the inference API: a version's
-test-set embedding and its report PNGs. Artifact files are read through lvm only, by names from lvm's own lists."""
+"""The explorer page (`GET /`, `static/`) and the read-only routes it needs beyond the inference API: a version's
+test-set embedding, its report PNGs and its reference set's score histogram. Artifact files are read through lvm only, by names from lvm's own lists."""
 
 from __future__ import annotations
 
@@ -161,6 +161,32 @@ async def report(request: Request, name: str, version: str, file: str) -> Respon
         return _cached_reply(None, "", headers)
     content = await _files.get(served, rel, "png", lambda: read_report(served.artifact.path, manifest, file))
     return _cached_reply(content, codecs.PNG, headers)
+
+
+_REFERENCE_BINS = 48
+
+
+@router.get("/models/{name}/versions/{version}/reference", summary="The score distribution of the reference set",
+            response_class=Response, responses={**PAGE_DATA_ERRORS, 200: {"content": {codecs.JSON: {"example": {
+                "model": "vae", "version": 3, "images": "validation split", "count": 5000, "samples": 100,
+                "method": "tails", "false_positive_rate": 0.01,
+                "log_likelihood": {"edges": [-400.0, -390.0, -380.0], "counts": [1, 3]}}}}}},
+            description="What `/score`'s percentile and outlier verdict compare an image with: which images the "
+                        "reference set holds, the rule and its flag rate, and a histogram of their log-likelihoods "
+                        "(the page draws it with the scored image marked). 404 for a version without one.")
+async def reference(request: Request, name: str, version: str) -> Response:
+    served = _served(request, name, version)
+    if served.reference is None:
+        raise NotFound(f"{served.name}/{served.version} has no reference set: /score gives no percentile or "
+                       "verdict for it (derive a new version with `python -m training derive`)")
+    info, values = served.reference.info, served.reference.features["log_likelihood"]
+    low, high = np.percentile(values, [0.5, 100])  # the far lower tail would squash the histogram into one bar
+    counts, edges = np.histogram(np.clip(values, low, high), bins=_REFERENCE_BINS, range=(low, high))
+    return Response(orjson.dumps({
+        "model": served.name, "version": served.version, "images": info.get("images"), "count": len(values),
+        "samples": info.get("samples"), "method": info.get("method"),
+        "false_positive_rate": info.get("false_positive_rate"),
+        "log_likelihood": {"edges": edges.round(3).tolist(), "counts": counts.tolist()}}), media_type=codecs.JSON)
 
 
 router.routes.append(Mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static"))

@@ -108,3 +108,31 @@ async def test_the_protocol_model_answers_like_the_route(client):
         "inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 784], "data": IMAGES[0].tolist()}],
         "parameters": {"samples": 0}})
     assert bad.status_code == 422 and "5000" in bad.json()["error"]
+
+
+async def test_a_version_with_a_reference_set_gives_percentiles_verdicts_and_its_histogram(tmp_path):
+    from tests.factories import write
+
+    write(tmp_path, "vae", "vae", reference=64)
+    async with serve(tmp_path) as client:
+        blank = np.zeros((1, 784), np.float32)
+        body = await _score(client, np.concatenate([IMAGES, blank]), samples=10, seed=0)
+        assert len(body["percentile"]) == 4 and all(0 <= p <= 100 for p in body["percentile"])
+        assert [type(v) for v in body["outlier"]] == [bool] * 4
+        r = await client.get("/models/vae/versions/1/reference")
+        assert r.status_code == 200, r.text
+        ref = r.json()
+        assert ref["count"] == 64 and ref["false_positive_rate"] > 0
+        assert sum(ref["log_likelihood"]["counts"]) == 64
+        assert len(ref["log_likelihood"]["edges"]) == len(ref["log_likelihood"]["counts"]) + 1
+        protocol = await client.post("/v2/models/vae-score/infer", json={
+            "inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 784], "data": blank[0].tolist()}],
+            "parameters": {"samples": 10, "seed": 0}})
+        outputs = {o["name"]: o for o in protocol.json()["outputs"]}
+        assert outputs["outlier"]["datatype"] == "BOOL" and outputs["outlier"]["data"] == [body["outlier"][3]]
+        assert outputs["percentile"]["data"][0] == pytest.approx(body["percentile"][3])
+
+
+async def test_a_version_without_a_reference_set_has_no_histogram(client):
+    r = await client.get("/models/vae/versions/1/reference")
+    assert r.status_code == 404 and "reference" in r.json()["detail"]
