@@ -4,6 +4,7 @@ import { ellipse, makeProjection, project, projectedCovariance, unproject } from
 import { drawGrey, drawSigned, drawingPad, loadPng, newCanvas, toMnist } from "./images.js";
 import { LatentMap, PALETTE } from "./map.js";
 import { components, loadReport } from "./panels.js";
+import { showScore } from "./score.js";
 
 const $ = (id) => document.getElementById(id);
 const GRID = 12;  // manifold cells per side
@@ -243,7 +244,9 @@ async function sample(event) {
 
 async function encodeDrawing() {
   const pixels = toMnist($("pad"));
-  if (!pixels || !state.target) return;
+  if (!state.target) return;
+  showScore(state.target, pixels).catch((err) => showError("Scoring the drawing", err));
+  if (!pixels) return;
   const { model, version } = state.target;
   const path = `/reconstruct${query(model, version)}`;
   try {
