@@ -2,10 +2,11 @@
 
 from lvm.architecture import build_model, check_sizes
 from lvm.artifact import Artifact, ArtifactError, load_artifact, parse_version, read_manifest, scan, write_artifact
-from lvm.networks import INPUT_DIM, KINDS, LatentModel, MLPModel, PPCA
+from lvm.networks import CVAE, INPUT_DIM, KINDS, LatentModel, MLPModel, PPCA, model_class
 
 __all__ = [
     "Artifact",
+    "CVAE",
     "ArtifactError",
     "INPUT_DIM",
     "KINDS",
@@ -15,6 +16,7 @@ __all__ = [
     "build_model",
     "check_sizes",
     "load_artifact",
+    "model_class",
     "parse_version",
     "read_manifest",
     "scan",
