@@ -58,6 +58,19 @@ def train_classifier(x: Tensor, y: Tensor, epochs: int = 4, seed: int = SEED) ->
     return net.eval().requires_grad_(False)
 
 
+def load_or_train(path: Path | None, data) -> nn.Module:
+    import safetensors.torch
+
+    if path is not None and path.is_file():
+        judge = train_classifier(data.train.x[:1], data.train.y[:1], epochs=0)
+        judge.load_state_dict(safetensors.torch.load_file(path))
+        return judge
+    judge = train_classifier(data.train.x, data.train.y)
+    if path is not None:
+        safetensors.torch.save_file(judge.state_dict(), path)
+    return judge
+
+
 @torch.no_grad()
 def probabilities(judge: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([torch.softmax(judge(x[i:i + 2000]), -1) for i in range(0, len(x), 2000)])
@@ -196,13 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
     p.add_argument("--json", type=Path, help="write every figure here")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--judge", type=Path, help="a .safetensors file: load the judge from it when it exists, else "
+                   "train it and save it there (the judge is seeded: reusing it changes no figure)")
     args = p.parse_args(argv)
     from training.data import load_mnist
 
     torch.set_num_threads(args.threads)
     data = load_mnist(args.data_dir)
     started = time.perf_counter()
-    judge = train_classifier(data.train.x, data.train.y)
+    judge = load_or_train(args.judge, data)
     judge_s = time.perf_counter() - started
     real_p = probabilities(judge, data.test.x)
     judge_accuracy = float((real_p.argmax(-1) == data.test.y).double().mean())
