@@ -76,6 +76,25 @@ async def embedding(request: Request, name: str, version: str) -> Response:
                              "X-Model-Version": str(served.version)})
 
 
+@router.get("/models/{name}/versions/{version}/classes", summary="Each digit's latent distribution",
+            response_class=Response, responses={**AUTH_ERRORS, **_NOT_FOUND, 200: {"content": {codecs.JSON: {
+                "example": {"model": "vae", "version": 3, "native": False, "classes": 10, "components": 1,
+                            "latent_dim": 2, "weight": [[1.0]], "loc": [[[0.1, -1.2]]],
+                            "covariance": [[[[0.2, 0.01], [0.01, 0.3]]]]}}}}},
+            description="p(z | digit) for digits 0-9 as mixtures: `weight` (10, M), `loc` (10, M, K), `covariance` "
+                        "(10, M, K, K). `native` is true for a conditional model (the cvae), whose prior N(0, I) is "
+                        "every digit's; for the others it is the density fitted after training to the training "
+                        "set's posterior means (`manifest.class_density`). 404 when the version has none.")
+async def classes(request: Request, name: str, version: str) -> Response:
+    served = _served(request, name, version)
+    density = served.model.digit_density()
+    if density is None:
+        raise NotFound(f"{served.name}/{served.version} has no distribution per digit: its artifact has no "
+                       "classes.safetensors (`python -m training derive --add classes` adds one)")
+    return json_reply({"model": served.name, "version": served.version, "native": served.conditional,
+                       **density.to_json()})
+
+
 @router.get("/models/{name}/versions/{version}/report/{file}", summary="One of the version's report PNGs",
             response_class=Response, responses={**AUTH_ERRORS, **_NOT_FOUND, 200: {"content": {codecs.PNG: {}}}},
             description=f"`file` is one of {', '.join(REPORT_FILES)}; the version's manifest lists which it has.")

@@ -124,3 +124,15 @@ async def test_digits_the_model_cannot_take_are_422s_that_say_why(client):
     assert no_density.status_code == 422 and "derive --add classes" in no_density.json()["detail"]
     unconditional = await client.post("/encode?model=vae", json={"images": IMAGES[:1].tolist(), "digit": 1})
     assert unconditional.status_code == 422 and "not conditioned" in unconditional.json()["detail"]
+
+
+async def test_the_page_reads_each_digits_distribution(client, artifacts_dir):
+    fitted = (await client.get("/models/vae/versions/1/classes")).json()
+    density = reference(artifacts_dir, "vae").class_density
+    assert fitted["native"] is False and (fitted["classes"], fitted["components"]) == (10, 1)
+    np.testing.assert_allclose(fitted["loc"], density.loc.numpy(), atol=1e-6)
+    np.testing.assert_allclose(fitted["covariance"], (density.scale_tril @ density.scale_tril.mT).numpy(), atol=1e-6)
+    native = (await client.get("/models/cvae/versions/1/classes")).json()
+    assert native["native"] is True and native["covariance"][7][0] == [[1.0, 0.0], [0.0, 1.0]]
+    missing = await client.get("/models/pca/versions/1/classes")
+    assert missing.status_code == 404 and "derive --add classes" in missing.json()["detail"]
