@@ -74,6 +74,7 @@ clean:
 bench: $(STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.mixed --benchmarks-md BENCHMARKS.md
+	$(PY) -m bench.score --benchmarks-md BENCHMARKS.md
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench --smoke

@@ -9,6 +9,7 @@ never drawn here. Labels y are int64 digits 0-9, and -1 where no digit is given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -111,6 +112,14 @@ class LatentModel(nn.Module):
         z_loc, z_scale = self.encode(x)
         z = z_loc if z_scale is None else z_loc + z_scale * eps
         return self._reconstruct_map(z), z_loc, z_scale
+
+    # What `score_terms` gives, log_likelihood first.
+    score_term_names: tuple[str, ...] = ("log_likelihood",)
+
+    def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
+        """How likely each image is under the model: per-image (B,) tensors named by `score_term_names`, in nats.
+        eps (B, S, K) is standard normal noise for the models that estimate by sampling (ignored by the others)."""
+        raise NotImplementedError
 
     def sample(self, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Draws from the prior given standard normal eps (B, K): (z, x_loc)."""
@@ -234,6 +243,32 @@ class MLPModel(LatentModel):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return torch.sigmoid(self.decoder(z))
 
+    @property
+    def score_term_names(self) -> tuple[str, ...]:
+        return ("log_likelihood", "elbo", "reconstruction", "kl") if self.has_scale else ("log_likelihood",)
+
+    def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
+        """AE: the Bernoulli log-likelihood of x under the decoding of its code (a score, not a density).
+        VAE: the importance-weighted estimate log (1/S) Σ p(x, z_s) / q(z_s | x) with z_s = loc + scale * eps_s (Burda
+        et al. 2016), the ELBO with the analytic KL, E_q log p(x | z) over the same draws, and KL(q(z | x) || p(z))."""
+        z_loc, z_scale = self.encode(x)
+        if z_scale is None:
+            logits = self.logits(z_loc)
+            return {"log_likelihood": -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)}
+        z = z_loc.unsqueeze(1) + z_scale.unsqueeze(1) * eps  # (B, S, K)
+        logits = self.logits(z)  # (B, S, 784)
+        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.unsqueeze(1).expand_as(logits),
+                                                       reduction="none").sum(-1)
+        prior = torch.distributions.MultivariateNormal(self.prior_loc, scale_tril=self.prior_scale_tril)
+        log_q = torch.distributions.Normal(z_loc.unsqueeze(1), z_scale.unsqueeze(1)).log_prob(z).sum(-1)
+        log_w = log_px_z + prior.log_prob(z) - log_q
+        samples = eps.shape[1]
+        posterior = torch.distributions.MultivariateNormal(z_loc, scale_tril=torch.diag_embed(z_scale))
+        kl = torch.distributions.kl_divergence(posterior, prior)
+        reconstruction = log_px_z.mean(1)
+        return {"log_likelihood": torch.logsumexp(log_w, 1) - math.log(samples), "elbo": reconstruction - kl,
+                "reconstruction": reconstruction, "kl": kl}
+
 
 @register
 class PPCA(LatentModel):
@@ -260,6 +295,13 @@ class PPCA(LatentModel):
         self.register_buffer(
             "_reconstruct_matrix", (M @ torch.linalg.inv(W64.T @ W64) @ W64.T).to(W.dtype), persistent=False
         )
+        # log N(x; μ, C) with C = WWᵀ + σ²I by Woodbury and the determinant lemma, never a D x D inverse:
+        # C⁻¹ = (I − W M⁻¹ Wᵀ) / σ², log|C| = (D − K) log σ² + log|M| (M from its Cholesky factor).
+        d, k = W.shape
+        log_det = (d - k) * s2.log() + 2 * torch.linalg.cholesky(M).diagonal().log().sum()
+        self.register_buffer("_log_norm", -0.5 * (d * math.log(2 * math.pi) + log_det), persistent=False)
+        self.register_buffer("_W64", W64.clone(), persistent=False)
+        self.register_buffer("_encode_map64", W64 @ M_inv, persistent=False)
 
     @classmethod
     def weight_shapes(cls, kind: str, architecture: dict) -> dict[str, tuple[int, ...]]:
@@ -295,6 +337,14 @@ class PPCA(LatentModel):
 
     def _reconstruct_map(self, z: Tensor) -> Tensor:
         return (z @ self._reconstruct_matrix + self.mu).clamp(0.0, 1.0)
+
+    def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
+        """The exact log density log N(x; μ, WWᵀ + σ²I) of each image, in float64 (the quadratic form subtracts two
+        close numbers), returned as float32."""
+        diff = x.double() - self.mu.double()
+        inside = ((diff @ self._W64) * (diff @ self._encode_map64)).sum(-1)  # dᵀ W M⁻¹ Wᵀ d
+        quad = ((diff * diff).sum(-1) - inside) / self.sigma2.double()
+        return {"log_likelihood": (self._log_norm - 0.5 * quad).float()}
 
     def marginal_covariance(self) -> Tensor:
         """C = W Wᵀ + σ²I, (784, 784)."""
@@ -416,6 +466,23 @@ class CVAE(LatentModel):
         labelled = (y >= 0)[:, None]
         given = every[torch.arange(b, device=x.device), y.clamp(min=0)]
         return torch.where(labelled, given, mixed), z_loc, z_scale
+
+    def score_terms(self, x: Tensor, eps: Tensor | None) -> dict[str, Tensor]:
+        """log p(x) = log Σ_y p(y) p(x | y), each p(x | y) by the importance-weighted estimate with the draws
+        z_s = loc_y + scale_y * eps_s of q(z | x, y) (the same eps (B, S, K) for every digit)."""
+        b, s = eps.shape[:2]
+        per_label = []
+        for digit in range(LABELS):  # one digit at a time: a pass holds B x S decodes, not ten times as many
+            y = torch.full((b,), digit, device=x.device)
+            loc, scale = self.encode_labelled(x, y)
+            z = loc[:, None] + scale[:, None] * eps  # (B, S, K)
+            logits = self.logits(z.reshape(b * s, -1), y.repeat_interleave(s)).reshape(b, s, -1)
+            log_px_z = -F.binary_cross_entropy_with_logits(logits, x[:, None].expand_as(logits),
+                                                           reduction="none").sum(-1)
+            log_prior = -0.5 * z.pow(2).sum(-1)  # the 2π terms of prior and posterior cancel
+            log_q = (-0.5 * eps.pow(2) - scale[:, None].log()).sum(-1)
+            per_label.append(torch.logsumexp(log_px_z + log_prior - log_q, dim=1) - math.log(s))  # log p(x | y)
+        return {"log_likelihood": torch.logsumexp(torch.stack(per_label, 1), dim=1) - math.log(LABELS)}
 
     def sample(self, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Draws from the prior with the digits cycling 0, 1, ..., 9 along the batch (the service draws each row's

@@ -28,6 +28,8 @@ _PNG_DATA_URL = "data:image/png;base64,"
 MIN_ITEMS = 1  # per request; the most is the max_items_per_request setting
 SEED_LIMIT = 2**63  # seeds lie in [0, SEED_LIMIT)
 SAMPLE_COUNT = 16  # draws when a sample request gives no count
+SCORE_SAMPLES = 100  # importance samples when a score request gives none
+MAX_SCORE_SAMPLES = 5000
 _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
 # Pillow's modes for 16-bit greyscale PNGs (Pillow keeps 16 bits only for grey; colour comes as 8-bit RGB).
 _SIXTEEN_BIT_GREY = frozenset(("I;16", "I;16B", "I;16L", "I"))

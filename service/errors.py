@@ -15,6 +15,8 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Send
 
+from service.oip_errors import is_protocol_path, protocol_body
+
 log = logging.getLogger("service.errors")
 
 
@@ -149,7 +151,11 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     elif isinstance(error, (ClientClosedRequest, BodyTimeout)):
         log.info("%s %s: %d %s", request.method, request.url.path, error.status, error.detail)
-    return error_response(error)
+    response = error_response(error)
+    if is_protocol_path(request.url.path):  # a 500 is rendered outside the protocol's middleware: its body here
+        response.body = protocol_body(response.body)
+        response.headers["content-length"] = str(len(response.body))
+    return response
 
 
 def install(app: FastAPI) -> None:

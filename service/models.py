@@ -19,9 +19,9 @@ from service.operations import OPERATIONS, Operation
 from service.runtime import Runtime
 
 
-def batch_fn(op: Operation, model: LatentModel, placement: Placement):
+def batch_fn(op: Operation, served: ServedModel):
     """The batcher's function for one operation: packed rows in, the operation's outputs (numpy) out."""
-    compute, prepare, latent_dim = op.compute(model), op.prepare, model.latent_dim
+    compute, prepare, latent_dim, placement = op.compute(served), op.prepare, served.latent_dim, served.placement
 
     def run(parts: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         if prepare is not None:
@@ -73,11 +73,14 @@ class ServedModel:
     has_scale: bool = field(init=False)  # whether encode gives a posterior scale (the AE's is None)
     conditional: bool = field(init=False)  # whether its networks take the digit (encode, decode, reconstruct)
     digits: bool = field(init=False)  # whether `sample` can draw a given digit
+    score_terms: tuple[str, ...] = field(init=False)  # what the model's score_terms gives (log_likelihood first)
+    outlier_rule: object | None = None  # from the artifact's reference file; None when it has none
 
     def __post_init__(self) -> None:
         self.name, self.version, self.kind = self.artifact.name, self.artifact.version, self.artifact.kind
         self.latent_dim, self.has_scale = self.model.latent_dim, self.model.has_scale
         self.conditional, self.digits = self.model.conditional, self.model.digit_density() is not None
+        self.score_terms = tuple(self.model.score_term_names)
 
     @classmethod
     def load(cls, artifact: Artifact, placement: Placement) -> ServedModel:
@@ -97,7 +100,7 @@ class ServedModel:
         clock = time.thread_time if self.placement.device.type == "cpu" else time.perf_counter
         compute, max_batch_size, max_pass_s = runtime.compute, runtime.config.max_batch_size, runtime.config.max_pass_s
         for name, op in OPERATIONS.items():
-            run = batch_fn(op, self.model, self.placement)
+            run = batch_fn(op, self)
             pass_s = {}
             for size in warmup_sizes(max_batch_size):
                 rows = op.warmup(self, size)
@@ -119,7 +122,7 @@ class ServedModel:
         config = runtime.config
         for op, operation in OPERATIONS.items():
             batcher = Batcher(
-                batch_fn(operation, self.model, self.placement),
+                batch_fn(operation, self),
                 runtime.compute,
                 runtime.activity,
                 replace(config, max_batch_size=self.batch_sizes.get(op, config.max_batch_size)),

@@ -110,7 +110,7 @@ async def infer(request: Request) -> Response:
     served, body = await receive(request, lambda: _find(request, model), op.name)
     with state.activity.arrival():  # only once the body is in (plumbing.receive says why)
         infer_request = oip_tensors.parse_request(body, request.headers.get(oip_tensors.HEADER_LENGTH))
-        rows = oip_models.rows(op, served, infer_request, state.settings.max_items_per_request)
+        rows = oip_models.rows(op, served, infer_request, state.settings)
         batcher = served.batchers[op.name]
         pendings = batcher.put(rows)
     arrays = await result(request, batcher, pendings)

@@ -14,6 +14,7 @@ from service.errors import InvalidInput, UnknownModel
 from service.models import ServedModel
 from service.operations import OPERATIONS, SEED, Call, Operation, Output
 from service.oip_tensors import InferRequest
+from service.settings import Settings
 
 _SEED_INPUT = "seed"  # sample's seed may also come as an INT64 input tensor of one element (Triton's habit)
 
@@ -62,7 +63,7 @@ def metadata(protocol_name: str, served: ServedModel, versions: list[int], op: O
             "inputs": [t.metadata() for t in inputs], "outputs": [t.metadata() for t in outputs]}
 
 
-def rows(op: Operation, served: ServedModel, request: InferRequest, max_items: int) -> np.ndarray:
+def rows(op: Operation, served: ServedModel, request: InferRequest, settings: Settings) -> np.ndarray:
     """The batcher's rows for a request; every check is made here, before anything is queued, the outputs asked
     for and every parameter included."""
     inputs, outputs = signature(op, served)
@@ -80,8 +81,9 @@ def rows(op: Operation, served: ServedModel, request: InferRequest, max_items: i
         if request.parameters.get("seed") is not None:
             raise InvalidInput("give the seed as an input or as a parameter, not both")
         params["seed"] = _parameter("seed", SEED.parse, int(given_seed.reshape(-1)[0]))
+    max_items = settings.max_items_per_request
     call = Call({i.name: i.from_array(arrays[i.name], served, max_items) for i in op.inputs}, params)
-    return op.pack(served, call, max_items)
+    return op.pack(served, call, settings)
 
 
 def _parameter(name: str, parse, value: object):

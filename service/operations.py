@@ -17,23 +17,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import hashlib
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from lvm.networks import INPUT_DIM
 from service import codecs, schemas
-from service.errors import InvalidInput
+from service.errors import InvalidInput, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from lvm import LatentModel
     from service.models import ServedModel
+    from service.settings import Settings
 
 KEY_COLS = 4  # seed (two float32 words holding a uint64), index of the row in its request, rows in the request
 DIGIT_COLS = 1  # the digit a row is about, 0-9, or NO_DIGIT; exact in float32
 NO_DIGIT = -1
-SCORE_SAMPLES = 100  # importance samples when a score request gives no count
-MAX_SCORE_SAMPLES = 5000
+SCORE_CHUNK = 32768  # (image, sample) pairs scored at once: bounds the memory of a pass
 
 
 # -- what goes in --------------------------------------------------------------------------------------------------
@@ -114,15 +115,15 @@ def _count(name: str, default: int, aliases: tuple[str, ...] = ()) -> Param:
 
 def _samples(value: object) -> int:
     if value is None:
-        return SCORE_SAMPLES
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SCORE_SAMPLES:
-        raise InvalidInput(f"samples must be an integer in [1, {MAX_SCORE_SAMPLES}], got {str(value)[:32]}")
+        return codecs.SCORE_SAMPLES
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= codecs.MAX_SCORE_SAMPLES:
+        raise InvalidInput(f"samples must be an integer in [1, {codecs.MAX_SCORE_SAMPLES}], got {str(value)[:32]}")
     return value
 
 
 def _samples_query(text: str | None) -> int:
     if text is not None and not codecs.ascii_digits(text):
-        raise InvalidInput(f"samples must be an integer in [1, {MAX_SCORE_SAMPLES}] in ASCII digits, "
+        raise InvalidInput(f"samples must be an integer in [1, {codecs.MAX_SCORE_SAMPLES}] in ASCII digits, "
                            f"got {text[:32]!r}")
     return _samples(None if text is None else int(text))
 
@@ -150,7 +151,8 @@ SAMPLE = _flag("sample")
 COUNT = _count("count", codecs.SAMPLE_COUNT, aliases=("n",))
 DIGIT = Param("digit", _digit, _digit_query, schema={"type": "integer", "minimum": 0, "maximum": 9})
 SAMPLES = Param("samples", _samples, _samples_query,
-                schema={"type": "integer", "minimum": 1, "maximum": MAX_SCORE_SAMPLES, "default": SCORE_SAMPLES})
+                schema={"type": "integer", "minimum": 1, "maximum": codecs.MAX_SCORE_SAMPLES,
+                        "default": codecs.SCORE_SAMPLES})
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,14 @@ def _has_scale(served: ServedModel) -> bool:
     return served.has_scale
 
 
+def _has_reference(served: ServedModel) -> bool:
+    return served.outlier_rule is not None
+
+
+def _score_term(name: str) -> Callable[[ServedModel], bool]:
+    return lambda served: name in served.score_terms
+
+
 MEAN = Output("mean", _latent)
 SCALE = Output("scale", _latent, present=_has_scale)
 IMAGES_OUT = Output("images", _pixels)
@@ -201,10 +211,10 @@ class Operation:
     inputs: tuple[Input, ...]
     params: tuple[Param, ...]
     outputs: tuple[Output, ...]
-    # What the compute thread runs: fn(model) gives a function of the (B, width) device tensor of prepared rows,
+    # What the compute thread runs: fn(served) gives a function of the (B, width) device tensor of prepared rows,
     # returning one tensor per output the model gives, in the order of `outputs`.
-    compute: Callable[[LatentModel], Callable[[Tensor], tuple[Tensor, ...]]]
-    pack: Callable[[ServedModel, Call, int], np.ndarray]  # the request's rows (checks limits: max_items given)
+    compute: Callable[[ServedModel], Callable[[Tensor], tuple[Tensor, ...]]]
+    pack: Callable[[ServedModel, Call, Settings], np.ndarray]  # the request's rows (checks the request limits)
     width: Callable[[ServedModel], int]  # columns of a packed row
     warmup: Callable[[ServedModel, int], np.ndarray]  # `size` packed rows for warm-up
     # Packed rows -> the rows `compute` takes, on the compute thread (noise keys become noise); None: as packed.
@@ -214,6 +224,7 @@ class Operation:
     npy_body: str | None = schemas.IMAGES_NPY
     prepare: Callable[[np.ndarray, int], np.ndarray] | None = None
     images_reply: bool = False  # whether Accept: image/png or application/x-npy may ask for the images alone
+    echo: tuple[str, ...] = ()  # parameters the native reply repeats
 
     def given(self, served: ServedModel) -> tuple[Output, ...]:
         """The outputs this model gives, in order."""
@@ -293,7 +304,9 @@ def _digit_column(served: ServedModel, call: Call, n: int, native: bool) -> np.n
 
 # encode: [x | digit] (B, 784 + 1) -> mean, scale
 
-def _encode(model: LatentModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
+def _encode(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    model = served.model
+
     def run(rows: Tensor) -> tuple[Tensor, ...]:
         z_loc, z_scale = model.encode(rows[:, :INPUT_DIM], _digits(rows[:, INPUT_DIM]))
         return (z_loc,) if z_scale is None else (z_loc, z_scale)
@@ -301,7 +314,7 @@ def _encode(model: LatentModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
     return run
 
 
-def _pack_images(served: ServedModel, call: Call, max_items: int) -> np.ndarray:
+def _pack_images(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
     x = _array(call, "images")
     return np.concatenate([x, _digit_column(served, call, len(x), native=True)], axis=1)
 
@@ -322,8 +335,8 @@ ENCODE = Operation(
 
 # decode: z (B, K) -> images
 
-def _decode(model: LatentModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
-    k = model.latent_dim
+def _decode(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    model, k = served.model, served.latent_dim
 
     def run(rows: Tensor) -> tuple[Tensor, ...]:
         return (model.decode(rows[:, :k], _digits(rows[:, k])),)
@@ -331,7 +344,7 @@ def _decode(model: LatentModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
     return run
 
 
-def _pack_decode(served: ServedModel, call: Call, max_items: int) -> np.ndarray:
+def _pack_decode(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
     z = _array(call, "latents")
     return np.concatenate([z, _digit_column(served, call, len(z), native=True)], axis=1)
 
@@ -350,7 +363,9 @@ DECODE = Operation(
 # reconstruct: [x | digit | key] (B, 784 + 1 + 4) -> prepared [x | digit | eps] (B, 784 + 1 + K) -> images, mean,
 # scale
 
-def _reconstruct(model: LatentModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
+def _reconstruct(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    model = served.model
+
     def run(rows: Tensor) -> tuple[Tensor, ...]:
         x_loc, z_loc, z_scale = model.reconstruct(rows[:, :INPUT_DIM], rows[:, INPUT_DIM + DIGIT_COLS:],
                                                   _digits(rows[:, INPUT_DIM]))
@@ -359,8 +374,8 @@ def _reconstruct(model: LatentModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
     return run
 
 
-def _pack_reconstruct(served: ServedModel, call: Call, max_items: int) -> np.ndarray:
-    x = _pack_images(served, call, max_items)
+def _pack_reconstruct(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
+    x = _pack_images(served, call, settings)
     keys = noise_keys(len(x), call.params["seed"] if call.params["sample"] else None)
     return np.concatenate([x, keys], axis=1)
 
@@ -379,8 +394,8 @@ RECONSTRUCT = Operation(
 # sample: [digit | key] (B, 1 + 4) -> prepared [digit | eps | u] (B, 1 + K + 1) -> latents, images. Without a digit
 # eps is the same draw as before digits existed (u is drawn after it), so a seed keeps its images.
 
-def _sample(model: LatentModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
-    k = model.latent_dim
+def _sample(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    model, k = served.model, served.latent_dim
 
     def run(rows: Tensor) -> tuple[Tensor, ...]:
         return model.sample_digits(_digits(rows[:, 0]), rows[:, DIGIT_COLS:DIGIT_COLS + k], rows[:, DIGIT_COLS + k])
@@ -388,9 +403,9 @@ def _sample(model: LatentModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
     return run
 
 
-def _pack_sample(served: ServedModel, call: Call, max_items: int) -> np.ndarray:
+def _pack_sample(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
     n = call.params["count"]
-    codecs.check_count(n, max_items, "samples")
+    codecs.check_count(n, settings.max_items_per_request, "samples")
     return np.concatenate([_digit_column(served, call, n, native=False), noise_keys(n, call.params["seed"])], axis=1)
 
 
@@ -403,5 +418,80 @@ SAMPLE_OP = Operation(
     prepare=_with_noise(DIGIT_COLS, uniform=True), images_reply=True,
 )
 
-OPERATIONS: dict[str, Operation] = {op.name: op for op in (ENCODE, DECODE, RECONSTRUCT, SAMPLE_OP)}
+
+# score: [x | image key (2 words) | samples] (B, 787) -> log_likelihood, percentile, outlier (+ the model's own terms)
+
+def image_keys(x: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 2) float32 words of a 64-bit key per image: a keyed hash of the request's seed and the image's pixels, so
+    an image's draws depend on nothing else (not its position, not its batch) and different images get independent
+    ones."""
+    salt = seed.to_bytes(8, "little")
+    keys = np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8, key=salt).digest(), "little")
+                     for row in x], np.uint64)
+    return keys.reshape(-1, 1).view(np.float32)
+
+
+def image_noise(keys: np.ndarray, samples: int, latent_dim: int) -> np.ndarray:
+    """(B, samples, K) standard normal draws, one generator per image key (on the compute thread)."""
+    seeds = np.ascontiguousarray(keys).view(np.uint64)[:, 0]
+    return np.stack([torch.randn((samples, latent_dim), generator=torch.Generator().manual_seed(int(key))).numpy()
+                     for key in seeds])
+
+
+def _score(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    model, rule, latent_dim = served.model, served.outlier_rule, served.latent_dim
+    names = ("log_likelihood", *(t for t in served.score_terms if t != "log_likelihood"))
+
+    def run(rows: Tensor) -> tuple[Tensor, ...]:
+        host = rows.cpu().numpy()
+        samples = host[:, INPUT_DIM + 2].astype(np.int64)
+        terms = {name: np.empty(len(rows), np.float32) for name in names}
+        for count in np.unique(samples):
+            index = np.flatnonzero(samples == count)
+            step = max(1, SCORE_CHUNK // int(count))
+            for start in range(0, len(index), step):
+                part = index[start:start + step]
+                eps = torch.from_numpy(image_noise(host[part, INPUT_DIM:INPUT_DIM + 2], int(count), latent_dim))
+                x = rows[torch.from_numpy(part).to(rows.device), :INPUT_DIM]
+                got = model.score_terms(x, eps.to(rows.device))
+                for name in names:
+                    terms[name][part] = got[name].float().cpu().numpy()
+        out = [terms["log_likelihood"]]
+        if rule is not None:
+            percentile, outlier = rule.assess(host[:, :INPUT_DIM], terms)
+            out += [np.asarray(percentile, np.float32), np.asarray(outlier, np.bool_)]
+        out += [terms[name] for name in names[1:]]
+        return tuple(torch.from_numpy(array) for array in out)
+
+    return run
+
+
+def _score_rows(x: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    counts = np.full((len(x), 1), samples, np.float32)
+    return np.concatenate([x, image_keys(x, seed), counts], axis=1)
+
+
+def _pack_score(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
+    x, samples = _array(call, "images"), call.params["samples"]
+    work, bound = len(x) * samples, settings.max_score_work
+    if work > bound:
+        raise PayloadTooLarge(f"{len(x)} images x {samples} samples = {work} exceed the limit of {bound} "
+                              "(images x samples) per request; send fewer images or ask for fewer samples")
+    return _score_rows(x, samples, call.params["seed"])
+
+
+SCORE = Operation(
+    "score", "How likely each image is under the model, its percentile among the test set, and an outlier verdict",
+    (IMAGES,), (SAMPLES, SEED),
+    (Output("log_likelihood", None), Output("percentile", None, present=_has_reference),
+     Output("outlier", None, "BOOL", present=_has_reference),
+     *(Output(term, None, present=_score_term(term)) for term in ("elbo", "reconstruction", "kl"))),
+    _score, pack=_pack_score,
+    width=lambda served: INPUT_DIM + 3,
+    warmup=lambda served, size: _score_rows(np.full((size, INPUT_DIM), 0.5, np.float32), codecs.SCORE_SAMPLES, 0),
+    request_schema=schemas.ScoreRequest, response_schema=schemas.ScoreResponse,
+    npy_body=schemas.IMAGES_NPY + "; samples and seed as query parameters", echo=("samples",),
+)
+
+OPERATIONS: dict[str, Operation] = {op.name: op for op in (ENCODE, DECODE, RECONSTRUCT, SAMPLE_OP, SCORE)}
 NAMES = tuple(OPERATIONS)

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from service import codecs
 from service.batcher import Batcher, Pending
-from service.errors import ClientClosedRequest, Unavailable
+from service.errors import ClientClosedRequest, InvalidInput, Unavailable
 from service.models import ServedModel
 from service.registry import Registry
 from service.state import ServiceState
@@ -60,7 +60,7 @@ async def result(request: Request, batcher: Batcher, pendings: list[Pending]) ->
     nobody will read neither runs nor holds queue room (uvicorn does not cancel a handler on disconnect). Small
     requests skip the watch: it would cost more than the work it could save."""
     if len(pendings) == 1 and len(pendings[0].x) < _WATCH_ROWS:
-        return await batcher.result(pendings)
+        return _finite(await batcher.result(pendings))
     answer = asyncio.ensure_future(batcher.result(pendings))
     hang_up = asyncio.ensure_future(_disconnected(request))
     try:
@@ -71,7 +71,17 @@ async def result(request: Request, batcher: Batcher, pendings: list[Pending]) ->
         answer.cancel()  # batcher.result cancels its chunks and frees their queue room
         await asyncio.wait((answer,))
         raise ClientClosedRequest("the client closed the connection before the answer was ready")
-    return answer.result()
+    return _finite(answer.result())
+
+
+def _finite(outputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """The outputs, unless some are not finite: inputs of a magnitude the model cannot take (latents near the
+    float32 maximum overflow its first layer) are the caller's to fix, a 422, never a 200 with nulls."""
+    for out in outputs:
+        if out.dtype.kind == "f" and not np.isfinite(out).all():
+            raise InvalidInput("the model's output for these inputs is not finite: their magnitude is beyond what "
+                               "it can compute (latents of a few hundred at most are meaningful)")
+    return outputs
 
 
 async def _disconnected(request: Request) -> None:

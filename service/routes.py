@@ -51,13 +51,14 @@ def _parse(request: Request, op: Operation, served: ServedModel, body: bytes, fm
     return Call(arrays, params)
 
 
-def _reply(request: Request, op: Operation, served: ServedModel, arrays: tuple[np.ndarray, ...]) -> Response:
+def _reply(request: Request, op: Operation, served: ServedModel, call: Call,
+           arrays: tuple[np.ndarray, ...]) -> Response:
     """JSON ({model, version} and every output, null where this model has none), or for operations that give
     images, the images alone as one PNG grid or a float32 (N, 784) .npy, as the Accept header asks."""
     named = dict(zip((out.name for out in op.given(served)), arrays, strict=True))
     fmt = codecs.reply_format(request.headers.get("accept")) if op.images_reply else "json"
     if fmt == "json":
-        return json_reply({"model": served.name, "version": served.version,
+        return json_reply({"model": served.name, "version": served.version, **{p: call.params[p] for p in op.echo},
                            **{out.name: named.get(out.name) for out in op.outputs}})
     headers = {"X-Model": served.name, "X-Model-Version": str(served.version)}
     if fmt == "png":
@@ -76,10 +77,10 @@ async def serve(request: Request, op: Operation) -> Response:
     with state.activity.arrival():
         call = _parse(request, op, served, body, fmt, state.settings.max_items_per_request)
         served = _digit_model(request, op, served, call)
-        rows = op.pack(served, call, state.settings.max_items_per_request)
+        rows = op.pack(served, call, state.settings)
         batcher = served.batchers[op.name]
         pendings = batcher.put(rows)
-    return _reply(request, op, served, await result(request, batcher, pendings))
+    return _reply(request, op, served, call, await result(request, batcher, pendings))
 
 
 def _digit_model(request: Request, op: Operation, served: ServedModel, call: Call) -> ServedModel:
@@ -111,7 +112,8 @@ for _op in OPERATIONS.values():
 async def models(request: Request) -> Response:
     settings = state_of(request).settings
     return json_reply({**registry_of(request).overview(), "limits": {
-        "max_items_per_request": settings.max_items_per_request, "max_body_bytes": settings.max_body_bytes}})
+        "max_items_per_request": settings.max_items_per_request, "max_body_bytes": settings.max_body_bytes,
+        "max_score_work": settings.max_score_work}})
 
 
 @router.get("/models/{name}", response_model=ModelDetail, summary="The manifests of one model's versions",

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.codecs import MIN_ITEMS, SAMPLE_COUNT, SEED_LIMIT
+from service.codecs import MAX_SCORE_SAMPLES, MIN_ITEMS, SAMPLE_COUNT, SCORE_SAMPLES, SEED_LIMIT
 
 # One image: 784 numbers in [0, 1], 28 rows of 28 numbers, or a base64 PNG (28x28, grayscale or colour).
 Image = list[float] | list[list[float]] | str
@@ -62,6 +62,18 @@ class SampleRequest(BaseModel):
                               "model named, LATENTSERVE_DEFAULT_DIGIT_MODEL (cvae) serves it when loaded")
 
 
+class ScoreRequest(BaseModel):
+    """With an application/x-npy body (images as for /encode), `samples` and `seed` are query parameters."""
+
+    model_config = _example(images=[_PNG_28], samples=100, seed=0)
+    images: list[Image]
+    samples: int = Field(SCORE_SAMPLES, ge=1, le=MAX_SCORE_SAMPLES,
+                         description="importance samples per image (VAE); images x samples at most MAX_SCORE_WORK")
+    seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1,
+                             description="seed of the importance samples; an image's draws depend only on it and the "
+                                         "image")
+
+
 class Served(BaseModel):
     model: str = Field(description="the model that served the request")
     version: int = Field(description="its version")
@@ -89,6 +101,21 @@ class SampleResponse(Served):
     images: list[list[float]] = Field(description="their decoded pixel means, (n, 784)")
 
 
+class ScoreResponse(Served):
+    model_config = _example(model="vae", version=3, samples=100, log_likelihood=[-95.2], percentile=[48.1],
+                            outlier=[False], elbo=[-99.0], reconstruction=[-91.7], kl=[7.3])
+    samples: int = Field(description="importance samples per image")
+    log_likelihood: list[float] = Field(
+        description="per image, nats: PPCA's exact Gaussian log density, the VAE's importance-weighted estimate of "
+                    "log p(x), the AE's Bernoulli log-likelihood of its reconstruction (a score, not a density)")
+    percentile: list[float] | None = Field(
+        description="per image, 0-100: the share of the reference set that is less typical (null without one)")
+    outlier: list[bool] | None = Field(description="per image, the artifact's outlier rule (null without one)")
+    elbo: list[float] | None = Field(None, description="VAE only: the evidence lower bound, nats")
+    reconstruction: list[float] | None = Field(None, description="VAE only: E_q log p(x | z), nats")
+    kl: list[float] | None = Field(None, description="VAE only: KL(q(z | x) || p(z)), nats")
+
+
 class ModelInfo(BaseModel):
     name: str
     kind: str = Field(description="ppca, ae or vae")
@@ -109,6 +136,7 @@ class RefusedVersion(BaseModel):
 class Limits(BaseModel):
     max_items_per_request: int = Field(description="most images, latents or samples one request may carry (413 above)")
     max_body_bytes: int = Field(description="largest request body accepted (413 above)")
+    max_score_work: int = Field(description="most images x samples one /score request may ask for (413 above)")
 
 
 class ModelsResponse(BaseModel):

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     max_queue_items: int = Field(65536, ge=1)
     request_timeout_s: float = Field(10.0, gt=0)
     max_items_per_request: int = Field(1024, ge=1)
+    # Most (images x importance samples) one /score request may ask for (413 above): the work of a request, bounded
+    # so that an accepted one finishes well inside request_timeout_s on a small CPU (BENCHMARKS.md, "score").
+    max_score_work: int = Field(102_400, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     # Unset: no authentication. Set: every endpoint but /healthz, /readyz and /metrics needs `Bearer <key>`.
     api_key: str | None = None

@@ -33,7 +33,7 @@ from latentserve_client.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
-from latentserve_client.replies import Posterior
+from latentserve_client.replies import Posterior, Scores
 
 __all__ = [
     "BY_TYPE",
@@ -56,6 +56,7 @@ __all__ = [
     "Posterior",
     "RequestTimeout",
     "Retry",
+    "Scores",
     "ServiceError",
     "Timeout",
     "TransportError",

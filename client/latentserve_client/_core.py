@@ -27,11 +27,14 @@ from latentserve_client.errors import (
     Unavailable,
     from_reply,
 )
-from latentserve_client.replies import Reply, join_images, join_posteriors, read_images, read_json, read_posterior
+from latentserve_client.replies import (
+    Reply, join_images, join_posteriors, join_scores, read_images, read_json, read_posterior, read_scores,
+)
 
 # The service's default MAX_ITEMS_PER_REQUEST. The service does not publish its limit, so a client starts here and
 # learns a smaller one from the first 413 that names it.
 DEFAULT_MAX_ITEMS = 1024
+DEFAULT_MAX_SCORE_WORK = 102_400  # the service's default bound on images x samples of one /score request
 SEED_LIMIT = 2**63
 USER_AGENT = f"latentserve-client/{__version__} httpx/{httpx.__version__}"
 _ITEMS_LIMIT = re.compile(r"exceed the limit of (\d+) per request")
@@ -210,6 +213,23 @@ class Core:
         return lambda: Plan([Call("POST", "/sample", read_images, params, headers, inputs.json_body(
             {"n": b - a if n > 0 else n, "seed": part_seed(seed, i), **given}), b - a)
                              for i, (a, b) in enumerate(self._spans(max(n, 0)))], join_images)
+
+    def score(self, images: inputs.Images, samples: int | None, seed: int | None, model: str | None,
+              version: int | None, fmt: str | None) -> Planner:
+        """Split like encode, and also so that each part's images x samples stays within the service's bound. Every
+        part carries the same seed: an image's draws depend only on the seed and the image."""
+        batch, params = inputs.image_batch(images), self._params(model, version)
+        if seed is not None and not 0 <= seed < SEED_LIMIT:
+            raise ValueError(f"seed must lie in [0, 2^63), got {seed}")
+        per_part = max(1, DEFAULT_MAX_SCORE_WORK // max(1, samples or 100))
+
+        def plan() -> Plan:
+            step = max(1, min(self.max_items, per_part))
+            spans = [(a, min(a + step, len(batch))) for a in range(0, len(batch), step)] or [(0, 0)]
+            return Plan([self._image_call("/score", batch.slice(a, b), params, fmt, read_scores, accept=False,
+                                          extra={"samples": samples, "seed": seed}) for a, b in spans], join_scores)
+
+        return plan
 
     def models(self) -> Call:
         return Call("GET", "/models", read_json)

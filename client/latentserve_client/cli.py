@@ -6,6 +6,7 @@ errors as one line on stderr with exit status 1 (2 for a bad command line, as ar
     latentserve reconstruct digit.png -o out.png
     latentserve sample -n 16 --seed 1 -o grid.png
     latentserve sample -n 16 --digit 7 -o sevens.png
+    latentserve score digit.png
     latentserve models
 """
 
@@ -59,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
     sam.add_argument("--seed", type=int, help="the same seed gives the same digits")
     sam.add_argument("--digit", type=int, help="draw this digit, 0-9 (the server's cvae when no model is named)")
     sam.add_argument("-o", "--output", type=Path, help="write a PNG grid (or .npy) instead of printing pixels")
+    sco = sub.add_parser("score", help="log-likelihood, percentile and outlier verdict of PNG or .npy images")
+    sco.add_argument("images", nargs="+", type=Path, help="28x28 PNG files, or .npy arrays of images")
+    sco.add_argument("--samples", type=int, help="importance samples per image (VAE; server default 100)")
+    sco.add_argument("--seed", type=int, help="the same seed gives the same estimate")
     sub.add_parser("models", help="the loaded models and versions")
     one = sub.add_parser("model", help="the manifests of one model's versions")
     one.add_argument("name")
@@ -118,6 +123,13 @@ def run(args: argparse.Namespace, client: Client) -> dict | list:
     if args.command == "sample":
         return _write(client.sample(args.n, args.seed, args.digit), args.output,
                       {"n": args.n, "seed": args.seed, "digit": args.digit})
+    if args.command == "score":
+        scores = client.score(_read_images(args.images), args.samples, args.seed)
+        return {"model": scores.model, "version": scores.version, "samples": scores.samples,
+                **{name: None if value is None else value.tolist() for name, value in (
+                    ("log_likelihood", scores.log_likelihood), ("percentile", scores.percentile),
+                    ("outlier", scores.outlier), ("elbo", scores.elbo), ("reconstruction", scores.reconstruction),
+                    ("kl", scores.kl))}}
     if args.command == "models":
         return client.models()
     if args.command == "model":

@@ -15,6 +15,7 @@ import numpy as np
 
 from latentserve_client._core import Call, Core, Planner, Retry, outcome, transport_error
 from latentserve_client.errors import LatentServeError, PayloadTooLarge, TransportError, Unavailable
+from latentserve_client.replies import Scores
 from latentserve_client.inputs import Images
 from latentserve_client.replies import Posterior, Reply
 
@@ -89,6 +90,13 @@ class Client(_Base):
         """`n` draws from the prior, decoded: (n, 28, 28); with `digit` (0-9), draws of that digit (served by the
         cvae when no model is named and it is loaded). The same seed gives the same digits."""
         return self._run(self._core.sample(n, seed, digit, model, version, format))
+
+    def score(self, images: Images, samples: int | None = None, seed: int | None = None, *, model: str | None = None,
+              version: int | None = None, format: str | None = None) -> Scores:
+        """How likely each image is, its percentile among the version's reference set and an outlier verdict
+        (`POST /score`; docs/score.md says what the numbers mean). Split like encode, and so that each request's
+        images x samples stays within the service's bound; an image's estimate does not depend on the split."""
+        return self._run(self._core.score(images, samples, seed, model, version, format))
 
     def models(self) -> dict:
         """GET /models: the loaded models, their versions and the default model."""
@@ -183,6 +191,10 @@ class AsyncClient(_Base):
                      version: int | None = None, format: str | None = None) -> np.ndarray:
         """`n` draws from the prior (or of `digit`, 0-9), decoded: (n, 28, 28)."""
         return await self._run(self._core.sample(n, seed, digit, model, version, format))
+
+    async def score(self, images: Images, samples: int | None = None, seed: int | None = None, *,
+                    model: str | None = None, version: int | None = None, format: str | None = None) -> Scores:
+        return await self._run(self._core.score(images, samples, seed, model, version, format))
 
     async def models(self) -> dict:
         return await self._send(self._core.models())

@@ -29,6 +29,27 @@ class Posterior:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """How likely N images are under the model (`/score`): each field (N,). `log_likelihood` is in nats (for the
+    VAE an importance-weighted estimate with `samples` draws per image, for the AE a reconstruction score, not a
+    density); `percentile` (0-100) and `outlier` come from the version's reference set and are None without one;
+    `elbo`, `reconstruction` and `kl` are the VAE's terms (None for other kinds)."""
+
+    log_likelihood: np.ndarray
+    percentile: np.ndarray | None
+    outlier: np.ndarray | None
+    elbo: np.ndarray | None
+    reconstruction: np.ndarray | None
+    kl: np.ndarray | None
+    samples: int
+    model: str
+    version: int
+
+
+_SCORE_FIELDS = ("log_likelihood", "percentile", "outlier", "elbo", "reconstruction", "kl")
+
+
+@dataclass(frozen=True)
 class Reply:
     status: int
     headers: Mapping[str, str]  # lower-case names
@@ -46,6 +67,20 @@ def read_posterior(reply: Reply) -> Posterior:
                      body["model"], body["version"])
 
 
+def read_scores(reply: Reply) -> Scores:
+    body = _loads(reply.content)
+    fields = {name: None if body.get(name) is None else np.asarray(body[name], bool if name == "outlier" else
+                                                                    np.float32) for name in _SCORE_FIELDS}
+    return Scores(**fields, samples=body["samples"], model=body["model"], version=body["version"])
+
+
+def join_scores(parts: list[Scores]) -> Scores:
+    model, version = _one_version(parts)
+    fields = {name: None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+              for name in _SCORE_FIELDS}
+    return Scores(**fields, samples=parts[0].samples, model=model, version=version)
+
+
 def read_images(reply: Reply) -> tuple[np.ndarray, str, int]:
     """(N, 28, 28) float32 pixel means, the model and the version, from a .npy or a JSON reply."""
     if reply.headers.get("content-type", "").startswith(inputs.NPY):
@@ -56,7 +91,7 @@ def read_images(reply: Reply) -> tuple[np.ndarray, str, int]:
 
 
 def _one_version(parts: list) -> tuple[str, int]:
-    served = {(p.model, p.version) if isinstance(p, Posterior) else (p[1], p[2]) for p in parts}
+    served = {(p.model, p.version) if isinstance(p, (Posterior, Scores)) else (p[1], p[2]) for p in parts}
     if len(served) > 1:
         raise ServiceError(f"the parts of one split request were served by different versions {sorted(served)}; "
                            "pin version= to keep a large request on one version", type="mixed_versions")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.operations import OPERATIONS
 from tests.helpers import IMAGES, IMAGES_U8, npy, png_b64, reference, run
 from tests.serving import serve
 
@@ -115,10 +116,11 @@ async def test_models_listing_and_manifests(client):
     listing = (await client.get("/models")).json()
     assert {m["name"]: (m["kind"], m["versions"], m["default_version"]) for m in listing["models"]} == {
         "pca": ("ppca", [1], 1), "ae": ("ae", [1], 1), "vae": ("vae", [1], 1), "cvae": ("cvae", [1], 1)}
-    ops = {"encode": 64, "decode": 64, "reconstruct": 64, "sample": 64}  # max_batch_size, with no bound on passes
+    ops = dict.fromkeys(OPERATIONS, 64)  # max_batch_size, with no bound on passes
     assert all(m["batch_sizes"] == ops for m in listing["models"])
     # The test app's limit, and the default body bound: what a client needs to split its inputs before a 413.
-    assert listing["limits"] == {"max_items_per_request": 64, "max_body_bytes": 16 * 1024 * 1024}
+    assert listing["limits"] == {"max_items_per_request": 64, "max_body_bytes": 16 * 1024 * 1024,
+                                 "max_score_work": 102_400}
     detail = (await client.get("/models/vae")).json()
     assert detail["versions"][0]["kind"] == "vae" and "files" in detail["versions"][0]
     missing = await client.get("/models/nope")

@@ -85,3 +85,43 @@ def test_rows_without_noise_get_zeros_and_keys_hold_any_seed():
     assert np.ascontiguousarray(big[:, :2]).view(np.uint64)[0, 0] == 2**63 - 1
     np.testing.assert_array_equal(
         noise(big, 2), torch.randn((2, 2), generator=torch.Generator().manual_seed(2**63 - 1)).numpy())
+
+
+async def test_an_unexpected_error_is_a_500_in_each_familys_own_body(client, monkeypatch):
+    """A bug in a handler is rendered outside every middleware: still the protocol's body under /v2."""
+    import httpx
+
+    import service.oip_models
+    import service.routes
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service.oip_models, "rows", broken)
+    monkeypatch.setattr(service.routes, "_parse", broken)
+    transport = httpx.ASGITransport(app=client.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as plain:
+        protocol = await plain.post("/v2/models/vae-encode/infer", json=_protocol_body(
+            OPERATIONS["encode"], {"images": IMAGES[:1]}))
+        native = await plain.post("/encode", json={"images": IMAGES[:1].tolist()})
+    assert (protocol.status_code, protocol.json()) == (500, {"error": "internal"})
+    assert (native.status_code, native.json()) == (500, {"detail": "internal", "type": "internal"})
+
+
+async def test_non_finite_outputs_are_a_422_in_both_families_never_nulls(client):
+    """Latents near the float32 maximum overflow a trained model's first layer (inf - inf); the tiny test models
+    saturate instead, so the batch function here gives what such a model gives."""
+    batcher = client.app.state.service.registry.get("vae", None).batchers["decode"]
+    real = batcher.fn
+
+    def overflowing(parts):
+        (images,) = real(parts)
+        images[:, 0] = np.nan
+        return (images,)
+
+    batcher.fn = overflowing
+    native = await client.post("/decode?model=vae", json={"latents": [[3e38, -3e38]]})
+    protocol = await client.post("/v2/models/vae-decode/infer", json={"inputs": [
+        {"name": "latents", "datatype": "FP32", "shape": [1, 2], "data": [3e38, -3e38]}]})
+    assert native.status_code == protocol.status_code == 422, (native.text, protocol.text)
+    assert "not finite" in native.json()["detail"] and "not finite" in protocol.json()["error"]

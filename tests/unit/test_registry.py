@@ -69,7 +69,8 @@ class CountingThread(ComputeThread):
 
 
 async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(artifacts_dir, monkeypatch):
-    # A device on which a pass costs 0.1 ms per row, and reconstruct (784 + K columns) twice as much.
+    # A device on which a pass costs 0.1 ms per row, and reconstruct and score (rows of 784 + a few columns) twice
+    # as much.
     def time_pass(run, parts, clock):
         run(parts)
         return len(parts[0]) * (2e-4 if parts[0].shape[1] > 784 else 1e-4)
@@ -81,14 +82,14 @@ async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(arti
     try:
         await reg.reload()
         served = reg.get("vae", 1)
-        assert served.batch_sizes == {"encode": 32, "decode": 32, "reconstruct": 16, "sample": 32}
+        assert served.batch_sizes == {"encode": 32, "decode": 32, "reconstruct": 16, "sample": 32, "score": 16}
         assert {op: b.config.max_batch_size for op, b in served.batchers.items()} == served.batch_sizes
         vae = next(m for m in reg.overview()["models"] if m["name"] == "vae")
         assert vae["batch_sizes"] == served.batch_sizes
         # Every pass is a job of its own (so serving batches can run between them), and sizes stop at the first
-        # that overruns: per model, 3 operations x 7 sizes (1 to 64) and reconstruct x 6 (1 to 32), each size
-        # 1 untimed + 3 timed passes.
-        assert compute.jobs == 3 * (3 * 7 + 6) * 4
+        # that overruns: per model, 3 operations x 7 sizes (1 to 64) and reconstruct and score x 6 (1 to 32), each
+        # size 1 untimed + 3 timed passes.
+        assert compute.jobs == 3 * (3 * 7 + 2 * 6) * 4
     finally:
         await reg.close()
         compute.shutdown()
