@@ -102,7 +102,7 @@ async def test_an_unexpected_error_is_a_500_in_each_familys_own_body(client, mon
     transport = httpx.ASGITransport(app=client.app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as plain:
         protocol = await plain.post("/v2/models/vae-encode/infer", json=_protocol_body(
-            OPERATIONS["encode"], {"images": IMAGES[:1]}))
+            OPERATIONS["encode"], {"images": IMAGES[:1]}, {}))
         native = await plain.post("/encode", json={"images": IMAGES[:1].tolist()})
     assert (protocol.status_code, protocol.json()) == (500, {"error": "internal"})
     assert (native.status_code, native.json()) == (500, {"detail": "internal", "type": "internal"})

@@ -29,8 +29,8 @@ def test_sample_of_a_digit_is_seeded_and_goes_to_the_cvae(live):
 
 def test_a_split_digit_call_repeats(live):
     with Client(live.url, api_key=API_KEY) as client:
-        first = client.sample(MAX_ITEMS + 5, seed=8, digit=2, model="vae")
-        second = client.sample(MAX_ITEMS + 5, seed=8, digit=2, model="vae")
+        first = client.sample(MAX_ITEMS + 5, seed=8, digit=2, model="ae")
+        second = client.sample(MAX_ITEMS + 5, seed=8, digit=2, model="ae")
     assert first.shape == (MAX_ITEMS + 5, 28, 28)
     np.testing.assert_allclose(first, second, atol=1e-6)
 
