@@ -102,7 +102,7 @@ async def test_empty_registry_is_unavailable_not_unknown(registry):
 
 async def test_reload_loads_every_version_and_defaults_to_the_highest(registry, artifacts_dir):
     report = await registry.reload()
-    assert report["serving"] == {"ae": 1, "pca": 1, "vae": 1} and not report["refused"]
+    assert report["serving"] == {"ae": 1, "cvae": 1, "pca": 1, "vae": 1} and not report["refused"]
     assert registry.get(None, None).name == "vae"
     factories.write(artifacts_dir, "vae", "vae", seed=1)
     report = await registry.reload()
@@ -149,7 +149,7 @@ async def test_odd_version_folders_are_skipped_not_fatal(registry, artifacts_dir
     for odd in ("²", "١", "01"):
         (artifacts_dir / "vae" / odd).mkdir()
     report = await registry.reload()
-    assert report["serving"] == {"ae": 1, "pca": 1, "vae": 1} and not report["refused"]
+    assert report["serving"] == {"ae": 1, "cvae": 1, "pca": 1, "vae": 1} and not report["refused"]
     assert sorted(registry.models["vae"]) == [1]
 
 
