@@ -26,6 +26,26 @@ def infer_binary_header(n: int = N_BULK) -> bytes:
                          "parameters": {"binary_data_output": True}})
 
 
+def hostile_shape(dims: int, size: int, binary: bool = False) -> tuple[bytes, dict[str, str]]:
+    """A protocol encode request (body, headers) whose images tensor declares `dims` dimensions of `size` each (issue
+    17, item 1: unbounded, [2^63-1] x 50,000 held the event loop for seconds)."""
+    item = {"name": "images", "datatype": "UINT8", "shape": [size] * dims}
+    item.update({"parameters": {"binary_data_size": 784}} if binary else {"data": [0] * 784})
+    header = orjson.dumps({"inputs": [item]})
+    if not binary:
+        return header, {"Content-Type": "application/json"}
+    return header + bytes(784), {"Content-Type": "application/octet-stream",
+                                 "Inference-Header-Content-Length": str(len(header))}
+
+
+def hostile_strings(n: int, width: int) -> tuple[bytes, dict[str, str]]:
+    """A protocol encode request (body, headers) whose UINT8 images hold n empty strings and one of `width`
+    characters (issue 17, item 2: inferred as a fixed-width string array, that takes n x width x 4 bytes)."""
+    data = [""] * n + ["x" * width]
+    body = orjson.dumps({"inputs": [{"name": "images", "datatype": "UINT8", "shape": [len(data)], "data": data}]})
+    return body, {"Content-Type": "application/json"}
+
+
 def mnist_test_images(n: int) -> tuple[np.ndarray, str]:
     """(n, 28, 28) uint8 and where they came from."""
     for folder in (os.environ.get("MNIST_DIR"), REPO.parent / "shared" / "mnist"):

@@ -1,5 +1,5 @@
 """The soak's request mix: valid requests over every endpoint, model and body format, and one malformed request of
-every kind the service rejects, each with the status it must get (issue 3's error table)."""
+every kind the service rejects, each with the status it must get (issue 3's error table, issue 17's hostile tensors)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from bench.bodies import mnist_test_images, npy_bytes
+from bench.bodies import OIP_ENCODE, hostile_shape, hostile_strings, mnist_test_images, npy_bytes
 
 J, NPY, PNG = "application/json", "application/x-npy", "image/png"
 
@@ -108,4 +108,12 @@ def malformed_cases(latent_dim: int, max_body_bytes: int, max_items: int) -> lis
              {"Content-Type": J, "Authorization": "Bearer wrong-key"}, 401, auth=False),
         Case("bad-unknown-endpoint", "GET", "/nosuchendpoint", expect=404),
         Case("bad-method", "GET", "/encode", expect=405),
+        # Issue 17's probes: each must be refused at once, without stalling the others or costing memory.
+        _v2("bad-v2-shape-50000-dims", *hostile_shape(50_000, 2**63 - 1)),
+        _v2("bad-v2-shape-50000-dims-binary", *hostile_shape(50_000, 2**63 - 1, binary=True)),
+        _v2("bad-v2-uint8-strings", *hostile_strings(500_000, 1_000)),
     ]
+
+
+def _v2(name: str, body: bytes, headers: dict[str, str]) -> Case:
+    return Case(name, "POST", OIP_ENCODE, body, headers, 422)

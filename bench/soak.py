@@ -58,12 +58,17 @@ class Rotation(edges.VersionDrops):
 
 
 def _budget_shed(r: httpx.Response) -> bool:
-    """A 503 from the body budget (service.limits.BodyBudget): overloaded, with a Retry-After."""
+    """A 503 from the body budget (service.limits.BodyBudget): overloaded, with a Retry-After. On /v2 paths the same
+    error comes in the protocol's body, `{"error": detail}`, without the type."""
     try:
-        kind = r.json().get("type")
+        body = r.json()
     except ValueError:
         return False
-    return kind == "overloaded" and "retry-after" in r.headers and "request bodies" in r.json().get("detail", "")
+    if not isinstance(body, dict):
+        return False
+    detail = body.get("detail", body.get("error", ""))
+    return (r.status_code == 503 and body.get("type", "overloaded") == "overloaded" and "retry-after" in r.headers
+            and "request bodies" in str(detail))
 
 
 class Stats:
@@ -116,7 +121,7 @@ async def _reloader(client, deadline, every_s, rotation, stats, log, hostile=Non
         changer = hostile if hostile and turn % 2 == 0 else rotation
         what = changer.step() if changer else "no change"
         try:
-            r = await client.post("/admin/reload", headers={"Authorization": f"Bearer {API_KEY}"})
+            r = await client.post("/admin/reload", json={}, headers={"Authorization": f"Bearer {API_KEY}"})
             stats.reloads[r.status_code] += 1
             log(f"[soak] reload ({what}): {r.status_code}")
         except httpx.HTTPError as exc:

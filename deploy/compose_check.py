@@ -66,7 +66,7 @@ def _stack(compose: list[str], env: dict, report: Report, url: str) -> None:
                         (fit.stdout + fit.stderr)[-1500:]):
         return
     report.figure("compose train run (ppca, MNIST)", f"{time.monotonic() - train_start:.0f} s")
-    reloaded = httpx.post(f"{url}/admin/reload", timeout=120)
+    reloaded = httpx.post(f"{url}/admin/reload", json={}, timeout=120)
     after = _versions(url)
     report.check(reloaded.status_code == 200 and len(after) == len(before) + 1 and max(after) > max(before, default=0),
                  "compose: POST /admin/reload serves the newly trained version", f"{before} -> {after}")

@@ -30,7 +30,7 @@ from lvm.staging import follow_umask, staging_folder
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # always fullmatch: "$" would let a trailing newline in
 # A version is written in ASCII digits without a leading zero ("²" and "١" pass str.isdigit but are not versions).
 VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,8}")
 
@@ -103,9 +103,20 @@ def sha256_file(path: Path) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"model name {name!r} must match {NAME_PATTERN.pattern}")
     return name
+
+
+def check_destination(root: Path, name: str) -> Path:
+    """The folder new versions of `name` go to, created if need be and shown writable by making (and removing) a
+    staging folder in it, as write_artifact will; raises ValueError for a bad name and OSError for a folder that
+    cannot be written. Training calls this first, so that it never trains for an hour into a place it cannot write."""
+    name_dir = Path(root) / check_name(name)
+    name_dir.mkdir(parents=True, exist_ok=True)
+    with staging_folder(name_dir):
+        pass
+    return name_dir
 
 
 def parse_version(text: str) -> int | None:
@@ -134,7 +145,7 @@ def scan(root: Path) -> Iterator[tuple[str, int, Path]]:
     """(name, version, path) for every version folder under root, by name then version."""
     if not root.is_dir():
         return
-    for name_dir in sorted(p for p in root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name)):
+    for name_dir in sorted(p for p in root.iterdir() if p.is_dir() and NAME_PATTERN.fullmatch(p.name)):
         for version in list_versions(name_dir):
             yield name_dir.name, version, name_dir / str(version)
 

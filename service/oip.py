@@ -76,6 +76,11 @@ async def server_ready(request: Request) -> Response:
     return _json({"ready": True})
 
 
+# Probes answer HEAD too, as /healthz and /readyz do (kept out of the schema for the same reason).
+for _probe, _path in ((server_live, "/v2/health/live"), (server_ready, "/v2/health/ready")):
+    router.add_api_route(_path, _probe, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get(_MODEL, response_model=ModelMetadata, responses=MODEL_ERRORS, summary="Protocol model metadata",
             openapi_extra={"parameters": path_parameters(False)})
 @router.get(_VERSION, response_model=ModelMetadata, responses=MODEL_ERRORS, summary="Protocol model metadata",

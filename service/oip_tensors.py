@@ -24,6 +24,11 @@ DATATYPES: dict[str, np.dtype] = {name: np.dtype(t).newbyteorder("<") for name, 
     ("FP16", np.float16), ("FP32", np.float32), ("FP64", np.float64),
 )}
 _NAMES = {dtype.newbyteorder("="): name for name, dtype in DATATYPES.items()}
+# A tensor's shape is bounded before any arithmetic on it: the product of an unbounded list of unbounded integers
+# costs time quadratic in the list's length (on the event loop) and cannot even be formatted past 4,300 digits. The
+# models take two dimensions (three for 28x28 images); these bounds are generous and keep any product cheap.
+MAX_DIMS = 8
+MAX_DIM = 2**32
 
 
 @dataclass(frozen=True)
@@ -39,11 +44,12 @@ class InferRequest:
     inputs: dict[str, Tensor]
     outputs: dict[str, bool | None] | None  # the outputs asked for -> binary_data (None: not said); None: all
     parameters: dict
+    binary_data_output: bool = False  # the request's default for outputs that say nothing
 
     def binary(self, output: str) -> bool:
         """Whether an output goes in the binary tail: its own binary_data, else the request's binary_data_output."""
         own = self.outputs.get(output) if self.outputs else None
-        return own if own is not None else self.parameters.get("binary_data_output") is True
+        return own if own is not None else self.binary_data_output
 
 
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -62,7 +68,9 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if used != len(tail):
         raise InvalidInput(f"the inputs' binary_data_size add up to {used} bytes, but {len(tail)} bytes follow the "
                            "JSON header")
-    return InferRequest(request_id, inputs, _outputs(obj.get("outputs")), _parameters(obj.get("parameters"), "request"))
+    parameters = _parameters(obj.get("parameters"), "request")
+    return InferRequest(request_id, inputs, _outputs(obj.get("outputs")), parameters,
+                        flag(parameters, "binary_data_output", "the request") is True)
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
@@ -91,6 +99,24 @@ def _parameters(value: object, where: str) -> dict:
     return value
 
 
+def flag(parameters: dict, key: str, where: str) -> bool | None:
+    """A boolean parameter: JSON true or false, None when absent; anything else ("yes", 1, "true") is a 422, so that
+    no flag is ever read as false because it was spelled differently."""
+    value = parameters.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInput(f"{where}: parameter {key!r} must be true or false, got {str(value)[:32]!r}")
+    return value
+
+
+def shape_of(value: object, name: str) -> list[int]:
+    """A tensor's declared shape: at most MAX_DIMS integers in [0, MAX_DIM], checked before anything multiplies
+    them."""
+    if not isinstance(value, list) or len(value) > MAX_DIMS or not all(
+            type(d) is int and 0 <= d <= MAX_DIM for d in value):
+        raise InvalidInput(f"input {name!r}: 'shape' must be a list of at most {MAX_DIMS} integers in [0, {MAX_DIM}]")
+    return value
+
+
 def _input(item: object, index: int, tail: memoryview, used: int) -> tuple[Tensor, int]:
     """One input tensor, and how many bytes of the binary tail are used once it is read."""
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -98,9 +124,7 @@ def _input(item: object, index: int, tail: memoryview, used: int) -> tuple[Tenso
     name, datatype = item["name"], item.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInput(f"input {name!r}: datatype {str(datatype)[:16]!r} is not one of {', '.join(DATATYPES)}")
-    shape = item.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    shape = shape_of(item.get("shape"), name)
     dtype, count = DATATYPES[datatype], math.prod(shape)
     size = _parameters(item.get("parameters"), f"input {name!r}").get("binary_data_size")
     if size is None:
@@ -122,13 +146,16 @@ def _input(item: object, index: int, tail: memoryview, used: int) -> tuple[Tenso
 
 
 def _from_json(data: object, dtype: np.dtype, count: int, name: str) -> np.ndarray:
-    """The `data` of a JSON tensor, flat or nested in row-major order, as `count` elements of `dtype`."""
+    """The `data` of a JSON tensor, flat or nested in row-major order, as `count` elements of `dtype`. Memory stays
+    proportional to the body: every array built here has a fixed item size of at most 8 bytes (letting numpy infer a
+    type from mixed elements would make a fixed-width string array, as wide as the longest string, for every one)."""
+    native = dtype.newbyteorder("=")
     try:
         if dtype.kind == "f":  # straight to the float type: twice as fast as letting numpy infer one
             with np.errstate(over="ignore"):
-                array = np.array(data, dtype.newbyteorder("="))
+                array = np.array(data, native)
         else:
-            array = _integers(np.array(data), dtype, name)
+            array = _integers(np.array(data, object), native, name)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"input {name!r}: 'data' must be a flat or nested list of numbers") from None
     if array.size != count:
@@ -136,19 +163,20 @@ def _from_json(data: object, dtype: np.dtype, count: int, name: str) -> np.ndarr
     return array.reshape(-1)
 
 
-def _integers(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """Integer (or boolean) data checked against the datatype's range, never truncated from floats."""
-    native = dtype.newbyteorder("=")
-    if array.size == 0:
-        return array.astype(native)
-    if dtype.kind == "b":
-        if array.dtype.kind != "b":
+def _integers(elements: np.ndarray, native: np.dtype, name: str) -> np.ndarray:
+    """Integer (or boolean) data from an array of the JSON values themselves (pointers to them, no copies): each
+    element must be a JSON integer in the datatype's range (true/false for BOOL), never a float, string or list."""
+    wanted = bool if native.kind == "b" else int  # type() tells bool from int: True is no integer here
+    if not all(type(v) is wanted for v in elements.flat):
+        if native.kind == "b":
             raise InvalidInput(f"input {name!r}: BOOL data must be true or false")
-        return array
-    info = np.iinfo(native)
-    if array.dtype.kind not in "iu" or array.min() < info.min or array.max() > info.max:
+        info = np.iinfo(native)
         raise InvalidInput(f"input {name!r}: data must be integers in [{info.min}, {info.max}]")
-    return array.astype(native)
+    try:
+        return elements.astype(native)
+    except OverflowError:
+        info = np.iinfo(native)
+        raise InvalidInput(f"input {name!r}: data must be integers in [{info.min}, {info.max}]") from None
 
 
 def _outputs(value: object) -> dict[str, bool | None] | None:
@@ -158,10 +186,11 @@ def _outputs(value: object) -> dict[str, bool | None] | None:
     for i, item in enumerate(_list(value, "outputs")):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInput(f"output {i} must be an object with a 'name'")
-        binary = _parameters(item.get("parameters"), f"output {item['name']!r}").get("binary_data")
-        if binary is not None and not isinstance(binary, bool):
-            raise InvalidInput(f"output {item['name']!r}: binary_data must be true or false")
-        wanted[item["name"]] = binary
+        name = item["name"]
+        if name in wanted:
+            raise InvalidInput(f"output {name[:64]!r} is asked for twice")
+        wanted[name] = flag(_parameters(item.get("parameters"), f"output {name[:64]!r}"), "binary_data",
+                            f"output {name[:64]!r}")
     return wanted
 
 

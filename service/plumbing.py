@@ -15,12 +15,13 @@ from fastapi.responses import Response
 
 from service import codecs
 from service.batcher import Batcher, Pending
-from service.errors import ClientClosedRequest, InvalidInput, Unavailable
+from service.errors import ClientClosedRequest, InvalidInput, Unavailable, UnsupportedMediaType
 from service.models import ServedModel
 from service.registry import Registry
 from service.state import ServiceState
 
 _WATCH_ROWS = 32  # requests with at least this many rows are withdrawn when their client hangs up
+ADMIN_HEADER = "X-Requested-With"  # with any value: what an admin POST may send instead of a JSON content type
 
 
 def state_of(request: Request) -> ServiceState:
@@ -32,6 +33,17 @@ def registry_of(request: Request) -> Registry:
     if registry is None:
         raise Unavailable("the service is starting", 1)
     return registry
+
+
+def check_admin_request(request: Request) -> None:
+    """An admin POST must say `Content-Type: application/json` or carry X-Requested-With: a browser sends neither
+    cross-site without a CORS preflight (which this service never grants), so a form on another site cannot make a
+    browser reload the models. 415 otherwise."""
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media != codecs.JSON and ADMIN_HEADER not in request.headers:
+        raise UnsupportedMediaType(f"admin requests must be sent with Content-Type: {codecs.JSON} or an "
+                                   f"{ADMIN_HEADER} header (a cross-site form can send neither); got "
+                                   f"{media[:64] or 'no content type'}")
 
 
 def check_ready(request: Request) -> None:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lvm
+from lvm.reports import report_files
 from service.batcher import BatchObserver
 from service.errors import InvalidInput, Unavailable, UnknownModel
 from service.models import ServedModel
@@ -130,6 +131,8 @@ class Registry:
             "name": name,
             "default_version": max(versions) if versions else None,
             "versions": [versions[v].artifact.manifest for v in sorted(versions or {})],
+            # What the report route serves for each version: lvm's allow-list, not whatever the manifest lists.
+            "reports": {str(v): report_files(versions[v].artifact.manifest) for v in sorted(versions or {})},
             "refused": refused,
         }
 

@@ -11,14 +11,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from service import codecs
-from service.errors import UnsupportedMediaType
+from service.errors import InvalidInput, UnsupportedMediaType
 from service.metrics import CONTENT_TYPE
 from service.models import ServedModel
 from service.operations import NO_DIGIT, OPERATIONS, Call, Operation
-from service.plumbing import check_ready, json_reply, receive, registry_of, result, state_of
+from service.plumbing import check_admin_request, check_ready, json_reply, receive, registry_of, result, state_of
 from service.routing import RequestRoute
 from service.schemas import (
-    AUTH_ERRORS, INFERENCE_ERRORS, QUERY_PARAMETERS, ErrorBody, ModelDetail, ModelsResponse, ReloadResponse, Status,
+    ADMIN_ERRORS, AUTH_ERRORS, INFERENCE_ERRORS, QUERY_PARAMETERS, ErrorBody, ModelDetail, ModelsResponse, ReloadResponse, Status,
     image_replies, request_body,
 )
 
@@ -44,10 +44,10 @@ def _parse(request: Request, op: Operation, served: ServedModel, body: bytes, fm
     arrays = {i.name: i.from_json(obj.get(i.name), served, max_items) for i in op.inputs}
     params = {}
     for p in op.params:
-        value = obj.get(p.name)
-        for alias in p.aliases:
-            value = obj.get(alias) if value is None else value
-        params[p.name] = p.parse(value)
+        given = [name for name in (p.name, *p.aliases) if obj.get(name) is not None]
+        if len(given) > 1:  # an alias beside its name would otherwise go unread, and unchecked
+            raise InvalidInput(f"{' and '.join(given)} name the same parameter; give one")
+        params[p.name] = p.parse(obj.get(given[0]) if given else None)
     return Call(arrays, params)
 
 
@@ -117,14 +117,19 @@ async def models(request: Request) -> Response:
 
 
 @router.get("/models/{name}", response_model=ModelDetail, summary="The manifests of one model's versions",
-            responses={**AUTH_ERRORS, 404: {"model": ErrorBody, "description": "no such model"}})
-async def model_detail(request: Request, name: str) -> Response:
-    return json_reply(registry_of(request).describe(name))
+            responses={**AUTH_ERRORS, 404: {"model": ErrorBody, "description": "no such model"}},
+            openapi_extra={"parameters": [{"name": "name", "in": "path", "required": True,
+                                           "schema": {"type": "string"}}]})
+async def model_detail(request: Request) -> Response:
+    # The name is read from the path, not a parameter: FastAPI would document a 422 body this route never sends.
+    return json_reply(registry_of(request).describe(request.path_params["name"]))
 
 
-@router.post("/admin/reload", response_model=ReloadResponse, responses=AUTH_ERRORS,
-             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones")
+@router.post("/admin/reload", response_model=ReloadResponse, responses={**AUTH_ERRORS, **ADMIN_ERRORS},
+             summary="Rescan the artifacts: load, verify and warm new versions, drop removed ones",
+             description="Send `Content-Type: application/json` (no body needed) or an `X-Requested-With` header.")
 async def reload(request: Request) -> Response:
+    check_admin_request(request)
     state = state_of(request)
     report = await registry_of(request).reload()
     state.loaded = True

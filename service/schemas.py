@@ -45,7 +45,8 @@ class ReconstructRequest(BaseModel):
 
     model_config = _example(images=[_PNG_28], sample=True, seed=7)
     images: list[Image]
-    sample: bool = Field(False, description="draw z from the posterior instead of taking its mean")
+    # null means absent (the default) for every field of every body: one rule, service/operations.py
+    sample: bool | None = Field(False, description="draw z from the posterior instead of taking its mean")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="seed of the posterior noise; random when null")
     digit: int | None = Field(None, ge=0, le=9, description="conditional models only (cvae): the digit of every "
                               "image; without one the cvae marginalises the label (docs/api.md)")
@@ -53,7 +54,7 @@ class ReconstructRequest(BaseModel):
 
 class SampleRequest(BaseModel):
     model_config = _example(count=16, seed=0)
-    count: int = Field(SAMPLE_COUNT, ge=MIN_ITEMS,
+    count: int | None = Field(SAMPLE_COUNT, ge=MIN_ITEMS,
                        description="how many draws, at most MAX_ITEMS_PER_REQUEST (the protocol's name)")
     n: int | None = Field(None, ge=MIN_ITEMS, description="the same as count (its earlier name, still accepted)")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="the same seed gives the same result")
@@ -67,7 +68,7 @@ class ScoreRequest(BaseModel):
 
     model_config = _example(images=[_PNG_28], samples=100, seed=0)
     images: list[Image]
-    samples: int = Field(SCORE_SAMPLES, ge=1, le=MAX_SCORE_SAMPLES,
+    samples: int | None = Field(SCORE_SAMPLES, ge=1, le=MAX_SCORE_SAMPLES,
                          description="importance samples per image (VAE); images x samples at most MAX_SCORE_WORK")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1,
                              description="seed of the importance samples; an image's draws depend only on it and the "
@@ -150,6 +151,7 @@ class ModelDetail(BaseModel):
     name: str
     default_version: int | None
     versions: list[dict[str, Any]] = Field(description="the manifest.json of each loaded version")
+    reports: dict[str, list[str]] = Field(description="per loaded version, the report PNGs its report route serves")
     refused: list[RefusedVersion]
 
 
@@ -196,14 +198,25 @@ INFERENCE_ERRORS = {
     503: _error(503, "overloaded", "queue full (65536 items waiting, bound 65536); retry later", _RETRY_AFTER),
     504: _error(504, "timeout", "request waited longer than 10 s"),
 }
+ADMIN_ERRORS = {415: _error(415, "unsupported_media_type", "admin requests must be sent with Content-Type: "
+                                                         "application/json or an X-Requested-With header")}
+# The explorer's data routes (service/pages.py): a path names the model, version and file.
+PAGE_DATA_ERRORS = {
+    **AUTH_ERRORS,
+    404: _error(404, "not_found", "vae/1 has no report file 'x.png'; it has: latent.png"),
+    422: _error(422, "invalid_input", "version must be a positive integer in ASCII digits, got 'x'"),
+    503: _error(503, "unavailable", "the service is starting", _RETRY_AFTER),
+}
 
 
 def request_body(model: type[BaseModel], npy: str | None) -> dict:
-    """`openapi_extra` documenting a body that the handler reads itself (JSON, and .npy where `npy` says how)."""
-    content: dict = {"application/json": {"schema": model.model_json_schema()}}
+    """`openapi_extra` documenting a body that the handler reads itself (JSON, and .npy where `npy` says how). The
+    body is optional when every field has a default: the handler then takes an empty body as `{}`."""
+    schema = model.model_json_schema()
+    content: dict = {"application/json": {"schema": schema}}
     if npy:
         content["application/x-npy"] = {"schema": {"type": "string", "format": "binary", "description": npy}}
-    return {"requestBody": {"required": True, "content": content}}
+    return {"requestBody": {"required": bool(schema.get("required")), "content": content}}
 
 
 QUERY_PARAMETERS = [

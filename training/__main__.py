@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.test_images is not None and args.test_images < 1:
                 raise ValueError(f"--test-images must be at least 1, got {args.test_images}")
             print(json.dumps(pipeline.evaluate_artifact(args.path, args.data_dir, args.test_images), indent=2))
-    except (DataError, ArtifactError, ValueError, FloatingPointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (DataError, ArtifactError, ValueError, FloatingPointError, OSError) as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted; no artifact was written", file=sys.stderr)

@@ -11,6 +11,9 @@ from lvm.architecture import check_sizes
 from lvm.networks import ACTIVATIONS
 
 
+MAX_LR = 1.0  # Adam's step size; anything larger only diverges
+
+
 @dataclass(frozen=True)
 class PPCAConfig:
     latent_dim: int = 2
@@ -49,8 +52,10 @@ class AEConfig:
         for name in ("epochs", "batch_size", "num_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not 0 < self.final_lr_ratio <= 1:
-            raise ValueError(f"lr must be > 0 and final_lr_ratio in (0, 1], got {self.lr} and {self.final_lr_ratio}")
+        # Finite and bounded: inf, nan or 1e30 would pass "> 0" and end, epochs later, in an optimiser's overflow.
+        if not 0 < self.lr <= MAX_LR or not 0 < self.final_lr_ratio <= 1:
+            raise ValueError(f"lr must be in (0, {MAX_LR:g}] and final_lr_ratio in (0, 1], got {self.lr} and "
+                             f"{self.final_lr_ratio}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden": list(self.hidden)}

@@ -86,7 +86,7 @@ def export(run: Run, data: MNIST, metrics: dict, artifacts_dir: Path, name: str)
 def fit_and_export(kind: str, config: PPCAConfig | AEConfig, data_dir: Path | None, artifacts_dir: Path,
                    name: str) -> Path:
     """Loads the data, fits, measures on the full test set, writes the artifact; returns the new version's folder."""
-    lvm.artifact.check_name(name)
+    lvm.artifact.check_destination(artifacts_dir, name)  # before any training: a bad name or folder fails now
     data = load_mnist(data_dir, valid_size=config.valid_size, split_seed=config.seed)
     run = train(kind, config, data)
     return export(run, data, measure(run, data), artifacts_dir, name)

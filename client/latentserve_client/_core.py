@@ -5,6 +5,7 @@ send requests and sleep, each in its own way; nothing here touches a socket or a
 from __future__ import annotations
 
 import functools
+import math
 import random
 import re
 import time
@@ -18,9 +19,13 @@ import httpx
 from latentserve_client import inputs
 from latentserve_client._version import __version__
 from latentserve_client.errors import (
+    BadReply,
     ClientTimeout,
     ConnectionFailed,
+    InvalidArgument,
+    InvalidInput,
     LatentServeError,
+    NotConnected,
     PayloadTooLarge,
     Timeout,
     TransportError,
@@ -45,7 +50,8 @@ _BYTES_LIMIT = re.compile(r"body of (\d+) bytes exceeds the limit of (\d+) bytes
 class Retry:
     """When to try again. 503s wait for their Retry-After (at most `max_retry_after_s`); 504s, dropped connections
     and timeouts back off exponentially from `backoff_s`, doubling up to `max_backoff_s`, with jitter. Never more
-    than `max_attempts` tries, never past `deadline_s` from the first; other 4xx and 5xx are never retried."""
+    than `max_attempts` tries (a connection that could not even be opened does not count: nothing was sent), never
+    past `deadline_s` from the first; other 4xx and 5xx are never retried."""
 
     max_attempts: int = 5
     deadline_s: float = 60.0
@@ -87,32 +93,50 @@ class Plan:
 Planner = Callable[[], Plan]
 
 
-def transport_error(exc: httpx.TransportError) -> TransportError:
+def transport_error(exc: httpx.RequestError) -> LatentServeError:
     """httpx's exception as this package's: never a bare httpx error."""
+    if isinstance(exc, httpx.DecodingError):  # a body its Content-Encoding does not describe
+        return BadReply(f"the reply's body cannot be decoded ({exc})")
     if isinstance(exc, httpx.TimeoutException):
         return ClientTimeout(f"no reply within the timeout ({type(exc).__name__})")
+    if isinstance(exc, httpx.ConnectError):
+        return NotConnected(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     return ConnectionFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 class Attempts:
-    """The retry decisions for one call: the timeout of each try and the wait before the next."""
+    """The retry decisions for one call: the time each try may take, as a whole, and the wait before the next."""
 
     def __init__(self, policy: Retry, timeout_s: float, clock: Callable[[], float] = time.monotonic,
                  rand: Callable[[], float] = random.random) -> None:
         self.policy, self.timeout_s, self.clock, self.rand = policy, timeout_s, clock, rand
         self.started = clock()
         self.count = 0
+        self.counted = 0  # tries that reached the server (or may have): what max_attempts bounds
+        self.ends = math.inf
 
     def next_timeout(self) -> float:
-        """The timeout of the next try: the client's timeout, cut to what is left of the deadline."""
+        """The timeout of the next try: the client's timeout, cut to what is left of the deadline. The try must be
+        over, its whole reply read, by then (`check`): httpx's own timeout applies to each read, so a reply that
+        trickles in a byte at a time would never end."""
         self.count += 1
-        return max(0.001, min(self.timeout_s, self.policy.deadline_s - (self.clock() - self.started)))
+        self.counted += 1
+        timeout = max(0.001, min(self.timeout_s, self.policy.deadline_s - (self.clock() - self.started)))
+        self.ends = self.clock() + timeout
+        return timeout
+
+    def check(self) -> None:
+        """Raises ClientTimeout once the current try has run past its timeout."""
+        if self.clock() > self.ends:
+            raise ClientTimeout(f"the reply did not arrive in full within {self.timeout_s:g} s")
 
     def wait_s(self, error: LatentServeError) -> float:
         """Seconds to wait before trying again; raises `error` when it is not retried (a 4xx, a 500, attempts used
         up, or a wait that would end past the deadline)."""
         p = self.policy
-        if not isinstance(error, (Unavailable, Timeout, TransportError)) or self.count >= p.max_attempts:
+        if isinstance(error, NotConnected) and p.max_attempts > 1:
+            self.counted -= 1  # nothing was sent: retried up to the deadline, however many times
+        if not isinstance(error, (Unavailable, Timeout, TransportError)) or self.counted >= p.max_attempts:
             raise error
         retry_after = error.retry_after if isinstance(error, Unavailable) else None
         if retry_after is not None:
@@ -127,14 +151,30 @@ class Attempts:
 
 
 def outcome(call: Call, reply: Reply) -> Any:
-    """The parsed result of a 2xx reply; the service's exception for any other."""
+    """The parsed result of a 2xx reply (BadReply when it is not what it claims); the service's exception for any
+    other."""
     if 200 <= reply.status < 300:
-        return call.parse(reply)
+        try:
+            return call.parse(reply)
+        except BadReply:
+            raise
+        except Exception as exc:  # whatever a malformed body makes json, numpy or a key lookup raise
+            raise BadReply(f"{call.method} {call.path} answered {reply.status} with a body that cannot be read "
+                           f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})", status=reply.status) from exc
     raise from_reply(reply.status, reply.headers, reply.content)
 
 
+def check_seed(seed: int | None) -> int | None:
+    """A seed as the service takes it: None or an integer in [0, 2^63); anything else is refused before sending
+    (the server would answer 422), never wrapped."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT):
+        raise InvalidInput(f"seed must be an integer in [0, 2^63) or None, got {str(seed)[:32]}")
+    return seed
+
+
 def part_seed(seed: int | None, index: int) -> int | None:
-    """The seed of part `index` of a split request: seed, seed + 1, ... so a seeded call repeats exactly."""
+    """The seed of part `index` of a split request: seed, seed + 1, ... (wrapping past 2^63 - 1) so a seeded call
+    repeats exactly."""
     return None if seed is None else (seed + index) % SEED_LIMIT
 
 
@@ -144,7 +184,13 @@ class Core:
     def __init__(self, url: str, *, api_key: str | None, model: str | None, version: int | None, timeout_s: float,
                  retry: Retry, max_items_per_request: int | None, format: str) -> None:
         if format not in ("npy", "json"):
-            raise ValueError(f"format must be 'npy' or 'json', not {format!r}")
+            raise InvalidArgument(f"format must be 'npy' or 'json', not {format!r}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
+                math.isfinite(timeout_s) and timeout_s > 0):
+            raise InvalidArgument(f"timeout must be a positive number of seconds, not {timeout_s!r}")
+        if api_key is not None and not (api_key.isascii() and api_key.isprintable() and api_key == api_key.strip()):
+            raise InvalidArgument("the API key must be printable ASCII without leading or trailing spaces (HTTP "
+                                  "headers cannot carry anything else)")
         self.url = url.rstrip("/")
         self.model, self.version, self.timeout_s, self.retry, self.format = model, version, timeout_s, retry, format
         self.max_items = max_items_per_request or DEFAULT_MAX_ITEMS
@@ -199,14 +245,14 @@ class Core:
 
     def reconstruct(self, images: inputs.Images, sample: bool, seed: int | None, model: str | None,
                     version: int | None, fmt: str | None) -> Planner:
-        batch, params = inputs.image_batch(images), self._params(model, version)
+        batch, params, seed = inputs.image_batch(images), self._params(model, version), check_seed(seed)
         return lambda: Plan([self._image_call("/reconstruct", batch.slice(a, b), params, fmt, read_images, accept=True,
                                               extra={"sample": bool(sample), "seed": part_seed(seed, i)})
                              for i, (a, b) in enumerate(self._spans(len(batch)))], join_images)
 
     def sample(self, n: int, seed: int | None, digit: object, model: str | None, version: int | None,
                fmt: str | None) -> Planner:
-        params = self._params(model, version)
+        params, seed = self._params(model, version), check_seed(seed)
         headers = {"Content-Type": inputs.JSON, **({"Accept": inputs.NPY} if (fmt or self.format) == "npy" else {})}
         # n < 1 and a bad digit go to the server as they are, for the server's own error.
         given = {} if digit is None else {"digit": digit}
@@ -218,9 +264,7 @@ class Core:
               version: int | None, fmt: str | None) -> Planner:
         """Split like encode, and also so that each part's images x samples stays within the service's bound. Every
         part carries the same seed: an image's draws depend only on the seed and the image."""
-        batch, params = inputs.image_batch(images), self._params(model, version)
-        if seed is not None and not 0 <= seed < SEED_LIMIT:
-            raise ValueError(f"seed must lie in [0, 2^63), got {seed}")
+        batch, params, seed = inputs.image_batch(images), self._params(model, version), check_seed(seed)
         per_part = max(1, DEFAULT_MAX_SCORE_WORK // max(1, samples or 100))
 
         def plan() -> Plan:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=_env_int(ENV["version"]),
                    help=f"model version to pin (${ENV['version']}; default the server's newest)")
     p.add_argument("--api-key", default=os.environ.get(ENV["api_key"]), help=f"bearer key (${ENV['api_key']})")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt (default 30)")
+    p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per attempt (default 30)")
     p.add_argument("--json-body", action="store_true", help="send JSON bodies instead of .npy")
     p.add_argument("--client-version", action="version", version=f"latentserve-client {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -69,6 +70,17 @@ def parser() -> argparse.ArgumentParser:
     one.add_argument("name")
     sub.add_parser("ready", help="exit 0 when the server is ready, 1 when not")
     return p
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse's type: anything else is a usage error, exit status 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def _env_int(name: str) -> int | None:
@@ -100,14 +112,19 @@ def _write(images: np.ndarray, output: Path | None, served: dict) -> dict:
     """The images to `output` (one PNG grid, or .npy) or into the JSON reply."""
     if output is None:
         return {**served, "images": images.reshape(len(images), -1).tolist()}
-    if output.suffix == ".npy":
-        np.save(output, images)
-    else:
-        try:
-            from PIL import Image
-        except ImportError:
-            raise CommandError("writing PNGs needs Pillow: pip install 'latentserve-client[png]', or use -o x.npy")
-        Image.fromarray(inputs.grid(images)).save(output, format="PNG")
+    try:
+        if output.suffix == ".npy":
+            with open(output, "wb") as f:  # np.save(path) would add .npy to a name that has none
+                np.save(f, images)
+        else:
+            try:
+                from PIL import Image
+            except ImportError:
+                raise CommandError("writing PNGs needs Pillow: pip install 'latentserve-client[png]', or use -o "
+                                   "x.npy") from None
+            Image.fromarray(inputs.grid(images)).save(output, format="PNG")
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
     return {**served, "output": str(output), "shape": list(images.shape)}
 
 
@@ -148,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             result = run(args, client)
     except (LatentServeError, CommandError) as exc:
         print("latentserve: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug of ours, still one line as documented; the type names what to report
+        print(f"latentserve: error: unexpected {type(exc).__name__}: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

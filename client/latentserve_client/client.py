@@ -13,8 +13,8 @@ from typing import Any, Self
 import httpx
 import numpy as np
 
-from latentserve_client._core import Call, Core, Planner, Retry, outcome, transport_error
-from latentserve_client.errors import LatentServeError, PayloadTooLarge, TransportError, Unavailable
+from latentserve_client._core import Attempts, Call, Core, Planner, Retry, outcome, transport_error
+from latentserve_client.errors import ClientTimeout, LatentServeError, PayloadTooLarge, TransportError, Unavailable
 from latentserve_client.replies import Scores
 from latentserve_client.inputs import Images
 from latentserve_client.replies import Posterior, Reply
@@ -123,15 +123,26 @@ class Client(_Base):
         attempts = self._core.attempts(call)
         while True:
             try:
-                r = self._http.request(call.method, call.path, params=call.params, headers=call.headers,
-                                       content=call.body(), timeout=attempts.next_timeout())
-                return outcome(call, Reply(r.status_code, r.headers, r.content))
-            except httpx.TransportError as exc:
+                with self._http.stream(call.method, call.path, params=call.params, headers=call.headers,
+                                       content=call.body(), timeout=attempts.next_timeout()) as r:
+                    content = self._read(r, attempts)
+                return outcome(call, Reply(r.status_code, r.headers, content))
+            except httpx.RequestError as exc:
                 error: LatentServeError = transport_error(exc)
                 error.__cause__ = exc
             except LatentServeError as exc:
                 error = exc
             time.sleep(attempts.wait_s(error))
+
+    @staticmethod
+    def _read(r: httpx.Response, attempts: Attempts) -> bytes:
+        """The body, checked against the try's timeout after each chunk: a reply trickling in is cut off at most one
+        read past it (each read is bounded by the timeout too)."""
+        chunks = []
+        for chunk in r.iter_bytes():
+            attempts.check()
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _map(self, calls: list[Call]) -> list[Any]:
         if len(calls) == 1 or self.max_concurrency == 1:
@@ -217,10 +228,15 @@ class AsyncClient(_Base):
         attempts = self._core.attempts(call)
         while True:
             try:
-                r = await self._http.request(call.method, call.path, params=call.params, headers=call.headers,
-                                             content=call.body(), timeout=attempts.next_timeout())
+                timeout = attempts.next_timeout()
+                try:
+                    async with asyncio.timeout(timeout):  # the whole try, however slowly its reply trickles in
+                        r = await self._http.request(call.method, call.path, params=call.params,
+                                                     headers=call.headers, content=call.body(), timeout=timeout)
+                except TimeoutError:
+                    raise ClientTimeout(f"the reply did not arrive in full within {timeout:g} s") from None
                 return outcome(call, Reply(r.status_code, r.headers, r.content))
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 error: LatentServeError = transport_error(exc)
                 error.__cause__ = exc
             except LatentServeError as exc:

@@ -4,6 +4,7 @@ client raises itself when it cannot get an answer at all (connection failures, t
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC
 
@@ -114,10 +115,31 @@ class ConnectionFailed(TransportError):
     type = "connection_failed"
 
 
+class NotConnected(ConnectionFailed):
+    """The connection could not be opened (refused, say, while the server restarts): nothing was sent, so it is
+    retried, with backoff, up to the retry deadline whatever `max_attempts` says."""
+
+    type = "not_connected"
+
+
 class ClientTimeout(TransportError):
-    """The client's per-attempt timeout or overall deadline passed before a reply came."""
+    """The client's per-attempt timeout or overall deadline passed before a whole reply came."""
 
     type = "client_timeout"
+
+
+class BadReply(LatentServeError):
+    """A 2xx reply that is not what it claims: not JSON, JSON without the expected keys, an unreadable .npy, a
+    missing or non-numeric X-Model-Version, images of the wrong shape. Not retried."""
+
+    type = "bad_reply"
+
+
+class InvalidArgument(LatentServeError, ValueError):
+    """An argument of the client itself that can never work (a non-ASCII API key, a timeout that is not a positive
+    number, an unknown format); raised before anything is sent."""
+
+    type = "invalid_argument"
 
 
 # type -> class, for every error the service can send (the service's list lives in its service/errors.py).
@@ -133,14 +155,17 @@ _BY_STATUS: dict[int, type[ServiceError]] = {401: Unauthorized, 404: NotFound, 4
 
 
 def retry_after_s(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable, and when
+    negative, infinite or not a number (then the client backs off as it would without one)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     from datetime import datetime
     from email.utils import parsedate_to_datetime
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from latentserve_client import inputs
-from latentserve_client.errors import ServiceError
+from latentserve_client.errors import BadReply, ServiceError
 
 try:  # parses a reply's numbers about 4 x faster than the standard library, when it happens to be installed
     from orjson import loads as _loads
@@ -62,16 +62,20 @@ def read_json(reply: Reply) -> Any:
 
 def read_posterior(reply: Reply) -> Posterior:
     body = _loads(reply.content)
-    scale = body.get("scale")
-    return Posterior(np.asarray(body["mean"], np.float32), None if scale is None else np.asarray(scale, np.float32),
-                     body["model"], body["version"])
+    mean, scale = np.asarray(body["mean"], np.float32), body.get("scale")
+    scale = None if scale is None else np.asarray(scale, np.float32)
+    if mean.ndim != 2 or (scale is not None and scale.shape != mean.shape):
+        raise BadReply(f"the posterior's mean and scale must be (N, K) arrays of one shape; got {mean.shape} and "
+                       f"{None if scale is None else scale.shape}", status=reply.status)
+    return Posterior(mean, scale, *_served(reply, body["model"], body["version"]))
 
 
 def read_scores(reply: Reply) -> Scores:
     body = _loads(reply.content)
     fields = {name: None if body.get(name) is None else np.asarray(body[name], bool if name == "outlier" else
                                                                     np.float32) for name in _SCORE_FIELDS}
-    return Scores(**fields, samples=body["samples"], model=body["model"], version=body["version"])
+    model, version = _served(reply, body["model"], body["version"])
+    return Scores(**fields, samples=body["samples"], model=model, version=version)
 
 
 def join_scores(parts: list[Scores]) -> Scores:
@@ -84,10 +88,19 @@ def join_scores(parts: list[Scores]) -> Scores:
 def read_images(reply: Reply) -> tuple[np.ndarray, str, int]:
     """(N, 28, 28) float32 pixel means, the model and the version, from a .npy or a JSON reply."""
     if reply.headers.get("content-type", "").startswith(inputs.NPY):
-        return inputs.as_images(inputs.read_npy(reply.content)), reply.headers["x-model"], int(
-            reply.headers["x-model-version"])
+        version = reply.headers["x-model-version"]
+        return (inputs.as_images(inputs.read_npy(reply.content)),
+                *_served(reply, reply.headers["x-model"], int(version) if version.isascii() and version.isdigit() else version))
     body = _loads(reply.content)
-    return inputs.as_images(body["images"]), body["model"], body["version"]
+    return inputs.as_images(body["images"]), *_served(reply, body["model"], body["version"])
+
+
+def _served(reply: Reply, model: object, version: object) -> tuple[str, int]:
+    """The model name and version a reply names, checked: a string and a positive integer."""
+    if not isinstance(model, str) or isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BadReply(f"the reply names model {str(model)[:64]!r} version {str(version)[:32]!r}; expected a name and "
+                       "a positive integer", status=reply.status)
+    return model, version
 
 
 def _one_version(parts: list) -> tuple[str, int]:

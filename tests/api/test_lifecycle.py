@@ -21,7 +21,7 @@ async def test_empty_artifacts_folder_starts_unready_until_a_reload_finds_models
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.post("/encode", json={"images": [[0.0] * 784]})).status_code == 503
         factories.write_defaults(tmp_path)
-        await client.post("/admin/reload")
+        await client.post("/admin/reload", json={})
         assert (await client.get("/readyz")).status_code == 200
 
 

@@ -241,6 +241,18 @@ BAD = {
     "header length past the body": ("vae-encode", HEADER_1, {HEADER_LENGTH: "100000"}, 422),
     "header length not a number": ("vae-encode", HEADER_1, {HEADER_LENGTH: "ten"}, 422),
     "wrong content type": ("vae-encode", _body(), {"content-type": "text/plain"}, 415),
+    # Issue 17: shapes are bounded before their product is taken (this one was a 500), on both paths; non-float data
+    # parses into its datatype (strings were a fixed-width string array first); flags and outputs follow one rule.
+    "20,000 dimensions": ("vae-encode", _body(shape=[2] * 20000), {}, 422),
+    "20,000 dimensions, binary": ("vae-encode", HEADER_1.replace(b"[1,784]", b"[" + b"2," * 19999 + b"2]")
+                                  + bytes(3136), {HEADER_LENGTH: str(len(HEADER_1) + 39994)}, 422),
+    "one huge dimension": ("vae-encode", _body(shape=[2**63 - 1, 784]), {}, 422),
+    "uint8 strings": ("vae-encode", _body(datatype="UINT8", data=[""] * 783 + ["x" * 1000]), {}, 422),
+    "seed as a string": ("vae-sample", {"inputs": [{"name": "seed", "datatype": "INT64", "shape": [1],
+                                                    "data": ["7"]}]}, {}, 422),
+    "binary_data_output not a bool": ("vae-encode", {**_body(), "parameters": {"binary_data_output": "yes"}}, {},
+                                      422),
+    "output asked for twice": ("vae-encode", {**_body(), "outputs": [{"name": "mean"}, {"name": "mean"}]}, {}, 422),
 }
 
 

@@ -92,18 +92,62 @@ async def test_missing_embedding_or_report_is_a_clear_error(client, path, status
     assert r.json()["type"] == type_ and words in r.json()["detail"]
 
 
+async def test_model_detail_lists_the_reports_the_route_serves_not_the_manifests_files(explored):
+    # The page listed the manifest's report/ entries: one the route does not serve broke the whole report panel.
+    manifest = explored / "vae" / "2" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    (explored / "vae" / "2" / "report" / "extra.png").write_bytes(LATENT_PNG)
+    data["files"]["report/extra.png"] = sha256_file(explored / "vae" / "2" / "report" / "extra.png")
+    manifest.write_text(json.dumps(data))
+    async with serve(explored) as c:
+        detail = (await c.get("/models/vae")).json()
+        assert detail["reports"] == {"1": [], "2": ["latent.png"]}
+        for v, files in detail["reports"].items():
+            for f in files:
+                assert (await c.get(f"/models/vae/versions/{v}/report/{f}")).status_code == 200
+
+
 async def test_report_png_is_served_from_the_allow_list(client):
     r = await client.get("/models/vae/versions/2/report/latent.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content == LATENT_PNG
 
 
-async def test_a_file_changed_after_loading_is_refused(client, explored):
-    (explored / "vae" / "2" / EMBEDDING_FILE).write_bytes(b"tampered")
-    r = await client.get("/models/vae/versions/2/embedding")
-    assert r.status_code == 500 and r.json()["type"] == "internal"
-    (explored / "vae" / "2" / "report" / "latent.png").write_bytes(b"tampered")
-    assert (await client.get("/models/vae/versions/2/report/latent.png")).status_code == 500
+@pytest.mark.parametrize("change", ["tampered", "removed"])
+async def test_a_file_changed_after_loading_is_a_404_logged_once(client, explored, caplog, change):
+    # It was a 500 with an ERROR and a traceback per request (112 in 1.5 s from a looping page).
+    for path in (explored / "vae" / "2" / EMBEDDING_FILE, explored / "vae" / "2" / "report" / "latent.png"):
+        path.write_bytes(b"tampered") if change == "tampered" else path.unlink()
+    for _ in range(3):
+        for path in ("/models/vae/versions/2/embedding", "/models/vae/versions/2/report/latent.png"):
+            r = await client.get(path)
+            assert r.status_code == 404 and r.json()["type"] == "not_found", r.text
+            assert "no longer on disk as it was loaded" in r.json()["detail"]
+    warnings = [rec for rec in caplog.records if rec.name == "service.pages"]
+    assert len(warnings) == 2 and all(rec.levelname == "WARNING" for rec in warnings)
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/x-npy"])
+async def test_the_embedding_is_read_once_per_version_and_revalidated_by_etag(client, explored, accept):
+    # Each GET re-read, re-hashed and re-rendered the file (1.1 MB of JSON): looping page clients slowed /encode.
+    path = "/models/vae/versions/2/embedding"
+    first = await client.get(path, headers={"accept": accept})
+    assert first.status_code == 200 and first.headers["etag"]
+    (explored / "vae" / "2" / EMBEDDING_FILE).unlink()  # read once: the loaded version's reply no longer needs it
+    again = await client.get(path, headers={"accept": accept})
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["etag"] == first.headers["etag"] and again.headers["vary"] == "Accept"
+    r = await client.get(path, headers={"accept": accept, "if-none-match": first.headers["etag"]})
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == first.headers["etag"]
+    other = "application/json" if accept != "application/json" else "application/x-npy"
+    r = await client.get(path, headers={"accept": other, "if-none-match": first.headers["etag"]})
+    assert r.status_code != 304  # another format, another tag (a 404 here: its reply was never built)
+
+
+async def test_a_report_png_is_revalidated_by_etag(client):
+    first = await client.get("/models/vae/versions/2/report/latent.png")
+    r = await client.get("/models/vae/versions/2/report/latent.png", headers={"if-none-match": first.headers["etag"]})
+    assert r.status_code == 304 and r.content == b""
 
 
 async def test_page_and_static_files_are_served(client):

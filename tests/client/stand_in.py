@@ -1,6 +1,7 @@
 """A scripted stand-in for the service, for retry tests: a raw asyncio HTTP/1.1 server on a free loopback port, in
 its own thread, that answers each request with the next step of its script (the last step repeats) and records
-when each request arrived. A step is a reply, "drop" (close the connection without answering) or "hang"."""
+when each request arrived. A step is a reply, "drop" (close the connection without answering), "hang", or "trickle"
+(headers of a 200, then one byte of its body every 0.2 s for 10 s)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,12 @@ class StandIn:
             step = self.script[min(len(self.arrivals), len(self.script)) - 1]
             if step == "hang":
                 await asyncio.sleep(30)
+            elif step == "trickle":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{")
+                for _ in range(50):
+                    await writer.drain()
+                    await asyncio.sleep(0.2)
+                    writer.write(b" ")
             elif step != "drop":
                 extra = "".join(f"{k}: {v}\r\n" for k, v in step.headers.items())
                 writer.write(f"HTTP/1.1 {step.status} X\r\ncontent-type: {step.content_type}\r\ncontent-length: "

@@ -102,3 +102,24 @@ def test_python_dash_m_runs_the_same_command(live, pngs):
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["model"] == "vae"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["sample", "-n", "1", "-o", "{tmp}/missing/grid.png"], "latentserve: error: cannot write "),
+    (["sample", "-n", "1", "-o", "{tmp}"], "latentserve: error: cannot write "),
+    (["sample", "-n", "1", "-o", "{tmp}/missing/grid.npy"], "latentserve: error: cannot write "),
+    (["--api-key", "clé", "models"], "latentserve: error: invalid_argument: the API key must be printable ASCII"),
+    (["sample", "--seed", str(2**63)], "latentserve: error: 422 invalid_input: seed must be an integer in [0, 2^63)"),
+])
+def test_output_and_argument_failures_are_one_line_too(cli, tmp_path, argv, expected):
+    # Each was a traceback: FileNotFoundError, IsADirectoryError, UnicodeEncodeError; the seed was wrapped.
+    status, out, err = cli(*[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert status == 1 and out is None
+    assert err.startswith(expected) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(cli, capsys, value):
+    with pytest.raises(SystemExit) as exit_:
+        cli("--timeout", value, "models")
+    assert exit_.value.code == 2 and "must be a positive number of seconds" in capsys.readouterr().err

@@ -5,16 +5,20 @@ is ever sent twice. Both clients run the same core; each behaviour is checked th
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 
 import numpy as np
 import pytest
 from latentserve_client import (
     AsyncClient,
+    BadReply,
     Client,
     ClientTimeout,
     ConnectionFailed,
+    InvalidArgument,
     InvalidInput,
+    NotConnected,
     Overloaded,
     Retry,
     ServiceError,
@@ -43,6 +47,24 @@ def encode(kind: str, url: str, **client_kw):
             return await client.encode(X)
 
     return asyncio.run(go()), time.monotonic() - start
+
+
+def sample(kind: str, url: str, **client_kw):
+    if kind == "sync":
+        with Client(url, **client_kw) as client:
+            return client.sample(1)
+
+    async def go():
+        async with AsyncClient(url, **client_kw) as client:
+            return await client.sample(1)
+
+    return asyncio.run(go())
+
+
+def npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=allow_pickle)
+    return buf.getvalue()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -116,7 +138,7 @@ def test_attempts_are_bounded(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_no_server_raises_connection_failed_not_an_httpx_error(kind):
     with pytest.raises(ConnectionFailed) as err:
-        encode(kind, f"http://127.0.0.1:{free_port()}", retry=Retry(max_attempts=2, backoff_s=0.01))
+        encode(kind, f"http://127.0.0.1:{free_port()}", retry=Retry(deadline_s=0.3, backoff_s=0.01))
     assert err.value.status is None and "ConnectError" in err.value.detail
 
 
@@ -131,3 +153,73 @@ def test_requests_carry_the_user_agent_and_the_key():
         encode("sync", server.url, api_key="secret")
     head = server.headers[0].decode().lower()
     assert f"user-agent: latentserve-client/{__version__}" in head and "authorization: bearer secret" in head
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_trickling_reply_is_cut_off_at_the_timeout(kind):
+    # httpx's timeout bounds each read, and a byte every 0.2 s kept a try alive for as long as the server liked.
+    with StandIn("trickle") as server, pytest.raises(ClientTimeout):
+        encode(kind, server.url, timeout=0.5, retry=Retry(max_attempts=2, backoff_s=0.01))
+    elapsed = time.monotonic() - server.arrivals[0]
+    assert len(server.arrivals) == 2 and elapsed < 2 * (0.5 + 0.2) + 0.5  # two tries, a read of slack each
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("value", ["-5", "nan", "inf"])
+def test_a_senseless_retry_after_backs_off_instead_of_retrying_at_once(kind, value):
+    with StandIn(overloaded(value), ok()) as server:
+        encode(kind, server.url, retry=Retry(backoff_s=0.4, deadline_s=10))
+    assert server.gaps()[0] >= 0.2  # half the first backoff step at least; it was 0 s
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_refused_connections_are_retried_up_to_the_deadline(kind):
+    # A restarting server refuses connections for seconds; max_attempts counts tries that reached it.
+    start = time.monotonic()
+    with pytest.raises(NotConnected):
+        encode(kind, f"http://127.0.0.1:{free_port()}", retry=Retry(max_attempts=2, deadline_s=1.0, backoff_s=0.05,
+                                                                      max_backoff_s=0.1))
+    assert 0.8 <= time.monotonic() - start < 1.0 + 0.5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("step", [
+    Step(200, b"<html>hello</html>", content_type="text/html"),
+    Step(200, b'{"model": "vae"}'),
+    Step(200, b'{"model": "vae", "version": "1", "mean": [[0, 0]], "scale": null}'),
+    Step(200, b'{"model": "vae", "version": 1, "mean": [0, 0], "scale": null}'),
+    Step(200, b"\x93NUMPY nonsense", content_type="application/x-npy", headers={"X-Model": "vae",
+                                                                                  "X-Model-Version": "1"}),
+    Step(200, npy_bytes(np.zeros((1, 784), np.float32)), content_type="application/x-npy",
+         headers={"X-Model": "vae"}),
+    Step(200, npy_bytes(np.zeros((1, 784), np.float32)), content_type="application/x-npy",
+         headers={"X-Model": "vae", "X-Model-Version": "one"}),
+    Step(200, npy_bytes(np.zeros((1, 5), np.float32)), content_type="application/x-npy",
+         headers={"X-Model": "vae", "X-Model-Version": "1"}),
+    Step(200, npy_bytes(np.array([{"a": 1}], object), allow_pickle=True), content_type="application/x-npy",
+         headers={"X-Model": "vae", "X-Model-Version": "1"}),
+], ids=["html", "no keys", "version a string", "mean not 2-D", "bad npy", "no version header",
+        "version not a number", "wrong shape", "pickled npy"])
+def test_a_2xx_reply_that_is_not_what_it_claims_raises_bad_reply(kind, step):
+    with StandIn(step) as server, pytest.raises(BadReply) as err:
+        if step.content_type == "application/x-npy":
+            sample(kind, server.url, retry=FAST)
+        else:
+            encode(kind, server.url, retry=FAST)
+    assert len(server.arrivals) == 1 and err.value.status == 200
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, True])
+def test_out_of_range_seeds_are_refused_before_sending(seed):
+    with StandIn(ok()) as server, Client(server.url) as client:
+        for call in (lambda: client.sample(2, seed=seed), lambda: client.reconstruct(X, True, seed=seed)):
+            with pytest.raises(InvalidInput, match=r"seed must be an integer in \[0, 2\^63\)"):
+                call()
+    assert server.arrivals == []  # it was wrapped modulo 2^63 and sent
+
+
+@pytest.mark.parametrize("kwargs", [{"timeout": 0}, {"timeout": -1}, {"timeout": float("nan")},
+                                    {"api_key": "clé"}, {"api_key": " key"}, {"format": "xml"}])
+def test_arguments_that_can_never_work_are_refused_at_construction(kwargs):
+    with pytest.raises(InvalidArgument):
+        Client("http://127.0.0.1:1", **kwargs)

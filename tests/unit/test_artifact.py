@@ -131,3 +131,13 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
 def test_bad_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="must match"):
         _write(tmp_path, name="../escape")
+
+
+def test_a_name_with_a_trailing_newline_is_neither_written_nor_scanned(tmp_path):
+    # NAME_PATTERN ended in "$", which matches before a final newline: a folder "pcb\n" loaded as a model whose
+    # name then broke every header it went into.
+    with pytest.raises(ValueError, match="must match"):
+        _write(tmp_path, name="pcb\n")
+    path = _write(tmp_path, name="pcb")
+    os.rename(path.parent, tmp_path / "pcb\n")
+    assert list(scan(tmp_path)) == []

@@ -71,6 +71,10 @@ def test_a_second_fit_gets_the_next_version(capsys, fake_mnist, tmp_path):
     (["fit", "--kind", "ae", "--kl-warmup-epochs", "3"], "does not take --kl-warmup-epochs"),
     (["fit", "--kind", "vae", "--epochs", "0"], "epochs must be at least 1"),
     (["fit", "--kind", "ppca", "--name", "Bad Name"], "model name"),
+    (["fit", "--kind", "ppca", "--name", "pcb\n"], "model name"),  # "$" let a trailing newline through
+    (["fit", "--kind", "vae", "--lr", "inf"], "lr must be in (0, 1]"),
+    (["fit", "--kind", "ae", "--lr", "1e30"], "lr must be in (0, 1]"),
+    (["fit", "--kind", "ae", "--lr", "nan"], "lr must be in (0, 1]"),
     (["evaluate", "/nonexistent/artifact"], "no manifest.json"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, fake_mnist, argv, message):
@@ -89,3 +93,18 @@ def test_missing_data_from_a_real_process_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
     assert "missing train-images-idx3-ubyte" in result.stderr and "--data-dir" in result.stderr
     assert result.stdout == "" and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_unwritable_destination_fails_before_training(capsys, fake_mnist, tmp_path, monkeypatch, where):
+    # It trained to the end, then died with a traceback (FileExistsError, NotADirectoryError), losing the model.
+    from training import pipeline
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(pipeline, "train", lambda *a: pytest.fail("trained before checking the destination"))
+    artifacts = blocker if where == "a file" else blocker / "artifacts"
+    assert main(["fit", "--kind", "ppca", "--valid-size", "100", "--data-dir", str(fake_mnist),
+                 "--artifacts-dir", str(artifacts)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "blocker" in err and "\n" not in err

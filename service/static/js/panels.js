@@ -42,15 +42,17 @@ export async function loadReport(target, busy, showError) {
     note.className = "muted";
     const from = manifest.derived_from;
     note.textContent = from ? `Derived from version ${from.version}: ${from.reason}.` : `Trained ${manifest.created_at}.`;
-    const files = Object.keys(manifest.files).filter((f) => f.startsWith("report/")).map((f) => f.slice(7));
-    const images = await Promise.all(files.map(async (file) => {
+    $("metrics").replaceChildren(note, table);
+    // The server's list of what it serves (not the manifest's files: one unknown entry there would fail them all),
+    // and each picture on its own: one that cannot be fetched leaves the others and the metrics in place.
+    const files = detail.reports?.[String(version)] ?? [];
+    const images = await Promise.allSettled(files.map(async (file) => {
       const img = document.createElement("img");
       img.alt = `${model}/${version} report: ${file.replace(".png", "")} plot`;
       img.src = await getBlobUrl(`/models/${model}/versions/${version}/report/${file}`);
       return img;
     }));
-    $("metrics").replaceChildren(note, table);
-    $("report").replaceChildren(...images);
+    $("report").replaceChildren(...images.filter((r) => r.status === "fulfilled").map((r) => r.value));
   } catch (err) {
     showError("Loading the report", err);
   }
