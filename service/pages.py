@@ -22,7 +22,7 @@ from lvm.reports import REPORT_DIR, REPORT_FILES, read_report, report_files
 from service import codecs
 from service.errors import NotFound
 from service.models import ServedModel
-from service.plumbing import registry_of
+from service.plumbing import json_reply, registry_of
 from service.routing import RequestRoute
 from service.schemas import PAGE_DATA_ERRORS
 
