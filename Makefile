@@ -15,7 +15,7 @@ EPOCHS_FLAG :=
 LOCK   := $(VENV)/bin/uv pip compile pyproject.toml --quiet --universal --generate-hashes --native-tls \
           --python-version 3.11 --custom-compile-command 'make lock'
 
-.PHONY: install install-train serve test test-fast train train-quick bench bench-smoke soak soak-smoke lint-deploy image-check lock clean screenshot
+.PHONY: install install-train serve test test-fast train train-quick bench bench-smoke soak soak-smoke lint-deploy image-check lock clean screenshot quality
 
 install: $(STAMP)
 
@@ -56,11 +56,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow'
 
-# Refit the three committed defaults (each becomes the next free version under artifacts/).
+# Refit the four committed defaults (each becomes the next free version under artifacts/).
 train: $(TRAIN_STAMP)
 	$(PY) -m training fit --kind ppca --name pca --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind ae   --name ae  --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 	$(PY) -m training fit --kind vae  --name vae --latent-dim 2 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
+	$(PY) -m training fit --kind cvae --name cvae --latent-dim 2 --epochs 15 --hidden 256 128 --batch-size 256 \
+	  --lr 3e-3 --num-threads 1 $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 
 # Small versions of the three models, to see the loop end to end (docs/artifacts.md, "A quick run"): into a scratch
 # folder, so the committed artifacts stay as they are; `LATENTSERVE_ARTIFACTS_DIR=build/quick-artifacts make serve`
@@ -96,6 +98,11 @@ bench: $(STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.mixed --benchmarks-md BENCHMARKS.md
 	$(PY) -m bench.score --benchmarks-md BENCHMARKS.md
+
+# Sample quality (bench/quality.py): a classifier trained here judges every model's draws of each digit and from the
+# prior; prints the Markdown tables of BENCHMARKS.md and docs/quality.md. Needs MNIST_DIR.
+quality: $(STAMP)
+	$(PY) -m bench.quality $(if $(MNIST_DIR),--data-dir $(MNIST_DIR))
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench --smoke

@@ -23,7 +23,7 @@ from bench import machine, report
 from bench.server import REPO
 from lvm.reference import METHODS, Reference, compute_reference, compute_terms, has_reference, read_reference
 from training.data import load_mnist
-from training.extras import REFERENCE_IMAGES
+from training.derive import REFERENCE_IMAGES
 
 DEFAULT_MODEL = "vae"
 AUROC_TARGET, GEOMETRIC_TARGET, FPR_TOLERANCE = 0.95, 0.85, 1.5

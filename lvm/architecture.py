@@ -7,10 +7,9 @@ hostile or mistaken manifest (latent_dim 30000, widths of millions) is refused i
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from lvm.networks import ACTIVATIONS, INPUT_DIM, KINDS, PPCA, LatentModel, MLPModel
+from lvm.networks import LatentModel, model_class
 
 # Bounds on what an artifact may describe; training refuses configs outside them too. The largest network they allow
 # holds MAX_PARAMETERS floats (200 MB), which a 3 GiB pod loads comfortably.
@@ -18,9 +17,6 @@ MAX_LATENT_DIM = 512
 MAX_WIDTH = 4096
 MAX_HIDDEN_LAYERS = 8
 MAX_PARAMETERS = 50_000_000
-
-# Tensors a PPCA artifact must hold; its prior (zero mean, identity) may be left out.
-_PPCA_REQUIRED = ("W", "mu", "sigma2")
 
 
 def check_sizes(latent_dim: object, hidden: object = ()) -> None:
@@ -40,26 +36,12 @@ def _is_int(value: object) -> bool:
 
 
 def weight_shapes(kind: str, architecture: dict) -> dict[str, tuple[int, ...]]:
-    """The name and shape of every tensor the architecture needs (ValueError when it is malformed or too large).
-    Nothing is allocated: the MLP is built on torch's meta device, which records shapes only."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    """The name and shape of every tensor the architecture needs (ValueError when it is malformed or too large), as
+    the kind's class states them. Nothing is allocated (MLPs are built on torch's meta device)."""
+    cls = model_class(kind)
     if not isinstance(architecture, dict):
         raise ValueError("architecture must be an object")
-    latent_dim = architecture.get("latent_dim")
-    if kind == "ppca":
-        check_sizes(latent_dim)
-        shapes = {"W": (INPUT_DIM, latent_dim), "mu": (INPUT_DIM,), "sigma2": (),
-                  "prior_loc": (latent_dim,), "prior_scale_tril": (latent_dim, latent_dim)}
-    else:
-        hidden = architecture.get("hidden")
-        check_sizes(latent_dim, hidden)
-        activation = architecture.get("activation")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
-        with torch.device("meta"):
-            model = MLPModel(kind, latent_dim, list(hidden), activation)
-        shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    shapes = cls.weight_shapes(kind, architecture)
     parameters = sum(_numel(shape) for shape in shapes.values())
     if parameters > MAX_PARAMETERS:
         raise ValueError(f"the architecture has {parameters:,} parameters, more than the limit of {MAX_PARAMETERS:,}")
@@ -77,7 +59,7 @@ def check_shapes(kind: str, architecture: dict, shapes: dict[str, tuple[int, ...
     """Raises ValueError unless `shapes` (tensor name -> shape, as a safetensors header lists them) are exactly the
     tensors the architecture needs (a PPCA may omit its prior)."""
     expected = weight_shapes(kind, architecture)
-    required = _PPCA_REQUIRED if kind == "ppca" else tuple(expected)
+    required = model_class(kind).required_weights(kind, architecture)
     problems = [f"{name} missing" for name in required if name not in shapes]
     problems += [f"{name} is not part of the architecture" for name in sorted(shapes.keys() - expected.keys())]
     problems += [f"{name} has shape {list(shapes[name])}, the architecture needs {list(expected[name])}"
@@ -91,12 +73,7 @@ def build_model(kind: str, architecture: dict, tensors: dict[str, Tensor]) -> La
     """Rebuilds a model from its manifest entries and weights, in eval mode with gradients off; raises ValueError
     when they do not fit together or when the architecture says anything the built model would not say of itself."""
     check_shapes(kind, architecture, {name: tuple(t.shape) for name, t in tensors.items()})
-    if kind == "ppca":
-        model: LatentModel = PPCA(tensors["W"], tensors["mu"], tensors["sigma2"])
-        model.load_state_dict({**model.state_dict(), **tensors}, strict=True)
-    else:
-        model = MLPModel(kind, architecture["latent_dim"], list(architecture["hidden"]), architecture["activation"])
-        model.load_state_dict(tensors, strict=True)
+    model = model_class(kind).from_weights(kind, architecture, tensors)
     built = model.architecture()
     if built != architecture:
         fields = sorted(k for k in built.keys() | architecture.keys() if built.get(k) != architecture.get(k))

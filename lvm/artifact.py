@@ -82,7 +82,8 @@ class Artifact:
         return self.manifest["kind"]
 
     def build(self) -> LatentModel:
-        """The model in eval mode on the CPU, gradients off."""
+        """The model in eval mode on the CPU, gradients off, with its class-conditional density when the artifact
+        has one (lvm.classes, checked against its SHA-256 again)."""
         try:
             model = build_model(self.kind, self.manifest["architecture"], self.tensors)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -90,6 +91,10 @@ class Artifact:
         if self.manifest["likelihood"] != model.likelihood:
             raise ArtifactError(f"{self.path}: likelihood {self.manifest['likelihood']!r} is not the {model.likelihood!r}"
                                 f" a {self.kind} model is fitted under")
+        from lvm.classes import has_classes, read_classes  # it imports this module
+
+        if has_classes(self.manifest):
+            model.class_density = read_classes(self.path, self.manifest)
         return model
 
 

@@ -41,11 +41,12 @@ class Embedding:
 
 
 def compute_embedding(model: LatentModel, x: Tensor, y: Tensor) -> Embedding:
-    """Encodes the images x (N, 784) in batches; y (N,) are their digits."""
+    """Encodes the images x (N, 784) in batches; y (N,) are their digits, which a conditional model is given (its
+    q(z | x, y): the style of each digit, with the digit itself left to the label)."""
     means, scales = [], []
     with torch.no_grad():
         for start in range(0, len(x), _ENCODE_BATCH):
-            z_loc, z_scale = model.encode(x[start:start + _ENCODE_BATCH])
+            z_loc, z_scale = model.encode(x[start:start + _ENCODE_BATCH], y[start:start + _ENCODE_BATCH])
             means.append(z_loc)
             if z_scale is not None:
                 scales.append(z_scale)

@@ -19,6 +19,7 @@ REPORT_FILES = {
     "reconstructions.png": "test images and their reconstructions from the posterior mean",
     "samples.png": "images decoded from draws of the prior",
     "manifold.png": "the decoded latent grid (2-D models)",
+    "digits.png": "images decoded from draws of each digit's latent distribution, one row per digit",
 }
 
 

@@ -72,6 +72,8 @@ class ServedModel:
     kind: str = field(init=False)
     latent_dim: int = field(init=False)
     has_scale: bool = field(init=False)  # whether encode gives a posterior scale (the AE's is None)
+    conditional: bool = field(init=False)  # whether its networks take the digit (encode, decode, reconstruct)
+    digits: bool = field(init=False)  # whether `sample` can draw a given digit
     score_terms: tuple[str, ...] = field(init=False)  # what the model's score_terms gives (log_likelihood first)
     reference: Reference | None = None  # the artifact's reference set (lvm.reference); None when it has none
     outlier_rule: OutlierRule | None = None  # the reference's rule
@@ -79,6 +81,7 @@ class ServedModel:
     def __post_init__(self) -> None:
         self.name, self.version, self.kind = self.artifact.name, self.artifact.version, self.artifact.kind
         self.latent_dim, self.has_scale = self.model.latent_dim, self.model.has_scale
+        self.conditional, self.digits = self.model.conditional, self.model.digit_density() is not None
         self.score_terms = tuple(self.model.score_term_names)
 
     @classmethod

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 KEY_COLS = 4  # seed (two float32 words holding a uint64), index of the row in its request, rows in the request
+DIGIT_COLS = 1  # the digit a row is about, 0-9, or NO_DIGIT; exact in float32
+NO_DIGIT = -1
 SCORE_CHUNK = 32768  # (image, sample) pairs scored at once: bounds the memory of a pass
 
 
@@ -126,10 +128,28 @@ def _samples_query(text: str | None) -> int:
     return _samples(None if text is None else int(text))
 
 
+def _digit(value: object) -> int:
+    """A digit 0-9 as a JSON integer (not a bool, a string or a float); -1 when absent."""
+    if value is None:
+        return NO_DIGIT
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise InvalidInput(f"digit must be an integer from 0 to 9, got {str(value)[:32]!r}")
+    return value
+
+
+def _digit_query(text: str | None) -> int:
+    if text is None:
+        return NO_DIGIT
+    if len(text) != 1 or not codecs.ascii_digits(text):  # '٣' and '³' are not digits here
+        raise InvalidInput(f"digit must be one ASCII digit 0-9, got {text[:32]!r}")
+    return int(text)
+
+
 SEED = Param("seed", codecs.seed, codecs.query_seed,
              schema={"type": "integer", "minimum": 0, "maximum": codecs.SEED_LIMIT - 1})
 SAMPLE = _flag("sample")
 COUNT = _count("count", codecs.SAMPLE_COUNT, aliases=("n",))
+DIGIT = Param("digit", _digit, _digit_query, schema={"type": "integer", "minimum": 0, "maximum": 9})
 SAMPLES = Param("samples", _samples, _samples_query,
                 schema={"type": "integer", "minimum": 1, "maximum": codecs.MAX_SCORE_SAMPLES,
                         "default": codecs.SCORE_SAMPLES})
@@ -227,11 +247,12 @@ def noise_keys(n: int, seed: int | None) -> np.ndarray:
     return keys
 
 
-def noise(keys: np.ndarray, latent_dim: int) -> np.ndarray:
-    """Standard normal (B, K) for rows keyed by `noise_keys` (on the compute thread). Rows of one request are
-    consecutive in a batch (a batch takes consecutive rows of each request), so each run of rows with the same seed
-    and consecutive indices is a slice of that request's draws."""
-    out = np.zeros((len(keys), latent_dim), np.float32)
+def noise(keys: np.ndarray, latent_dim: int, uniform: bool = False) -> np.ndarray:
+    """Standard normal (B, K) for rows keyed by `noise_keys` (on the compute thread), and with `uniform` one more
+    column uniform in [0, 1) drawn after them from the same generator (the first K columns are unchanged by it). Rows
+    of one request are consecutive in a batch (a batch takes consecutive rows of each request), so each run of rows
+    with the same seed and consecutive indices is a slice of that request's draws."""
+    out = np.zeros((len(keys), latent_dim + uniform), np.float32)
     seeds = np.ascontiguousarray(keys[:, :2]).view(np.uint64)[:, 0]
     index, count = keys[:, 2].astype(np.int64), keys[:, 3].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, (seeds[1:] != seeds[:-1]) | (count[1:] != count[:-1])
@@ -240,38 +261,74 @@ def noise(keys: np.ndarray, latent_dim: int) -> np.ndarray:
         n = int(count[start])
         if n == 0:
             continue
-        draws = torch.randn((n, latent_dim), generator=torch.Generator().manual_seed(int(seeds[start]))).numpy()
+        generator = torch.Generator().manual_seed(int(seeds[start]))
+        draws = torch.randn((n, latent_dim), generator=generator).numpy()
+        if uniform:
+            draws = np.concatenate([draws, torch.rand((n, 1), generator=generator).numpy()], axis=1)
         first = int(index[start])
         out[start:stop] = draws[first:first + stop - start]
     return out
 
 
-def _with_noise(width: int) -> Callable[[np.ndarray, int], np.ndarray]:
-    """prepare() for rows [data (width) | key]: [data | eps]."""
+def _with_noise(width: int, uniform: bool = False) -> Callable[[np.ndarray, int], np.ndarray]:
+    """prepare() for rows [data (width) | key]: [data | eps], with `uniform` [data | eps | u]."""
 
     def prepare(rows: np.ndarray, latent_dim: int) -> np.ndarray:
-        eps = noise(rows[:, width:], latent_dim)
+        eps = noise(rows[:, width:], latent_dim, uniform)
         return np.concatenate([rows[:, :width], eps], axis=1) if width else eps
 
     return prepare
 
 
-# encode: x (B, 784) -> mean, scale
+def _digits(rows: Tensor) -> Tensor:
+    """The digit column of device rows as int64 labels (-1: none)."""
+    return rows.round().long()
+
+
+def _digit_column(served: ServedModel, call: Call, n: int, native: bool) -> np.ndarray:
+    """(n, 1) float32 of the request's digit. Where the digit is `native` (it goes into the networks: encode,
+    decode, reconstruct) only a conditional model takes one; `sample` takes one from any model with a distribution
+    per digit."""
+    digit = call.params.get("digit", NO_DIGIT)
+    if digit != NO_DIGIT:
+        if native and not served.conditional:
+            raise InvalidInput(f"{served.name} ({served.kind}) does not take a digit here: its networks are not "
+                               "conditioned on the label; digit is taken by conditional models (cvae), and by "
+                               "/sample for every model with a distribution per digit")
+        if not native and not served.digits:
+            raise InvalidInput(f"{served.name}/{served.version} has no distribution per digit to draw from: its "
+                               "artifact has no classes.safetensors (add one with `python -m training derive "
+                               "--add classes`)")
+    return np.full((n, DIGIT_COLS), digit, np.float32)
+
+
+# encode: [x | digit] (B, 784 + 1) -> mean, scale
 
 def _encode(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
     model = served.model
-    def run(x: Tensor) -> tuple[Tensor, ...]:
-        z_loc, z_scale = model.encode(x)
+
+    def run(rows: Tensor) -> tuple[Tensor, ...]:
+        z_loc, z_scale = model.encode(rows[:, :INPUT_DIM], _digits(rows[:, INPUT_DIM]))
         return (z_loc,) if z_scale is None else (z_loc, z_scale)
 
     return run
 
 
+def _pack_images(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
+    x = _array(call, "images")
+    return np.concatenate([x, _digit_column(served, call, len(x), native=True)], axis=1)
+
+
+def _warm_images(size: int, digit: int) -> np.ndarray:
+    return np.concatenate([np.full((size, INPUT_DIM), 0.5, np.float32),
+                           np.full((size, DIGIT_COLS), digit, np.float32)], axis=1)
+
+
 ENCODE = Operation(
-    "encode", "Posterior of z given images", (IMAGES,), (), (MEAN, SCALE), _encode,
-    pack=lambda served, call, settings: _array(call, "images"),
-    width=_pixels,
-    warmup=lambda served, size: np.full((size, INPUT_DIM), 0.5, np.float32),
+    "encode", "Posterior of z given images", (IMAGES,), (DIGIT,), (MEAN, SCALE), _encode,
+    pack=_pack_images,
+    width=lambda served: INPUT_DIM + DIGIT_COLS,
+    warmup=lambda served, size: _warm_images(size, NO_DIGIT),
     request_schema=schemas.EncodeRequest, response_schema=schemas.EncodeResponse,
 )
 
@@ -279,58 +336,69 @@ ENCODE = Operation(
 # decode: z (B, K) -> images
 
 def _decode(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
-    model = served.model
-    def run(z: Tensor) -> tuple[Tensor, ...]:
-        return (model.decode(z),)
+    model, k = served.model, served.latent_dim
+
+    def run(rows: Tensor) -> tuple[Tensor, ...]:
+        return (model.decode(rows[:, :k], _digits(rows[:, k])),)
 
     return run
 
 
+def _pack_decode(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
+    z = _array(call, "latents")
+    return np.concatenate([z, _digit_column(served, call, len(z), native=True)], axis=1)
+
+
 DECODE = Operation(
-    "decode", "Pixel means of latent codes", (LATENTS,), (), (IMAGES_OUT,), _decode,
-    pack=lambda served, call, settings: _array(call, "latents"),
-    width=_latent,
-    warmup=lambda served, size: np.zeros((size, served.latent_dim), np.float32),
+    "decode", "Pixel means of latent codes", (LATENTS,), (DIGIT,), (IMAGES_OUT,), _decode,
+    pack=_pack_decode,
+    width=lambda served: served.latent_dim + DIGIT_COLS,
+    warmup=lambda served, size: np.concatenate([np.zeros((size, served.latent_dim), np.float32),
+                                                np.full((size, DIGIT_COLS), NO_DIGIT, np.float32)], axis=1),
     request_schema=schemas.DecodeRequest, response_schema=schemas.DecodeResponse, npy_body="float32 (N, K) array",
     images_reply=True,
 )
 
 
-# reconstruct: [x | key] (B, 784 + 4) -> prepared [x | eps] (B, 784 + K) -> images, mean, scale
+# reconstruct: [x | digit | key] (B, 784 + 1 + 4) -> prepared [x | digit | eps] (B, 784 + 1 + K) -> images, mean,
+# scale
 
 def _reconstruct(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
     model = served.model
+
     def run(rows: Tensor) -> tuple[Tensor, ...]:
-        x_loc, z_loc, z_scale = model.reconstruct(rows[:, :INPUT_DIM], rows[:, INPUT_DIM:])
+        x_loc, z_loc, z_scale = model.reconstruct(rows[:, :INPUT_DIM], rows[:, INPUT_DIM + DIGIT_COLS:],
+                                                  _digits(rows[:, INPUT_DIM]))
         return (x_loc, z_loc) if z_scale is None else (x_loc, z_loc, z_scale)
 
     return run
 
 
 def _pack_reconstruct(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
-    x = _array(call, "images")
+    x = _pack_images(served, call, settings)
     keys = noise_keys(len(x), call.params["seed"] if call.params["sample"] else None)
     return np.concatenate([x, keys], axis=1)
 
 
 RECONSTRUCT = Operation(
-    "reconstruct", "Images through the posterior and back", (IMAGES,), (SAMPLE, SEED), (IMAGES_OUT, MEAN, SCALE),
-    _reconstruct, pack=_pack_reconstruct,
-    width=lambda served: INPUT_DIM + KEY_COLS,
-    warmup=lambda served, size: np.concatenate(
-        [np.full((size, INPUT_DIM), 0.5, np.float32), noise_keys(size, 0)], axis=1),
+    "reconstruct", "Images through the posterior and back", (IMAGES,), (SAMPLE, SEED, DIGIT),
+    (IMAGES_OUT, MEAN, SCALE), _reconstruct, pack=_pack_reconstruct,
+    width=lambda served: INPUT_DIM + DIGIT_COLS + KEY_COLS,
+    warmup=lambda served, size: np.concatenate([_warm_images(size, NO_DIGIT), noise_keys(size, 0)], axis=1),
     request_schema=schemas.ReconstructRequest, response_schema=schemas.ReconstructResponse,
-    npy_body=schemas.IMAGES_NPY + "; sample and seed as query parameters",
-    prepare=_with_noise(INPUT_DIM), images_reply=True,
+    npy_body=schemas.IMAGES_NPY + "; sample, seed and digit as query parameters",
+    prepare=_with_noise(INPUT_DIM + DIGIT_COLS), images_reply=True,
 )
 
 
-# sample: key (B, 4) -> prepared eps (B, K) -> latents, images
+# sample: [digit | key] (B, 1 + 4) -> prepared [digit | eps | u] (B, 1 + K + 1) -> latents, images. Without a digit
+# eps is the same draw as before digits existed (u is drawn after it), so a seed keeps its images.
 
 def _sample(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
-    model = served.model
-    def run(eps: Tensor) -> tuple[Tensor, ...]:
-        return model.sample(eps)
+    model, k = served.model, served.latent_dim
+
+    def run(rows: Tensor) -> tuple[Tensor, ...]:
+        return model.sample_digits(_digits(rows[:, 0]), rows[:, DIGIT_COLS:DIGIT_COLS + k], rows[:, DIGIT_COLS + k])
 
     return run
 
@@ -338,15 +406,16 @@ def _sample(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
 def _pack_sample(served: ServedModel, call: Call, settings: Settings) -> np.ndarray:
     n = call.params["count"]
     codecs.check_count(n, settings.max_items_per_request, "samples")
-    return noise_keys(n, call.params["seed"])
+    return np.concatenate([_digit_column(served, call, n, native=False), noise_keys(n, call.params["seed"])], axis=1)
 
 
 SAMPLE_OP = Operation(
-    "sample", "Draws from the prior, decoded", (), (COUNT, SEED), (LATENTS_OUT, IMAGES_OUT), _sample,
-    pack=_pack_sample, width=lambda served: KEY_COLS,
-    warmup=lambda served, size: noise_keys(size, 0),
+    "sample", "Draws from the prior (or of one digit), decoded", (), (COUNT, SEED, DIGIT), (LATENTS_OUT, IMAGES_OUT),
+    _sample, pack=_pack_sample, width=lambda served: DIGIT_COLS + KEY_COLS,
+    warmup=lambda served, size: np.concatenate(
+        [np.full((size, DIGIT_COLS), 0 if served.digits else NO_DIGIT, np.float32), noise_keys(size, 0)], axis=1),
     request_schema=schemas.SampleRequest, response_schema=schemas.SampleResponse, npy_body=None,
-    prepare=_with_noise(0), images_reply=True,
+    prepare=_with_noise(DIGIT_COLS, uniform=True), images_reply=True,
 )
 
 

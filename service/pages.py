@@ -22,7 +22,7 @@ from lvm.reports import REPORT_DIR, REPORT_FILES, read_report, report_files
 from service import codecs
 from service.errors import NotFound
 from service.models import ServedModel
-from service.plumbing import registry_of
+from service.plumbing import json_reply, registry_of
 from service.routing import RequestRoute
 from service.schemas import PAGE_DATA_ERRORS
 
@@ -142,6 +142,25 @@ def _render_embedding(served: ServedModel, fmt: str) -> bytes:
                             option=orjson.OPT_SERIALIZE_NUMPY)
     parts = [data.mean] + ([data.scale] if data.scale is not None else []) + [data.label[:, None]]
     return codecs.npy_bytes(np.concatenate(parts, axis=1).astype(np.float32))
+
+
+@router.get("/models/{name}/versions/{version}/classes", summary="Each digit's latent distribution",
+            response_class=Response, responses={**PAGE_DATA_ERRORS, 200: {"content": {codecs.JSON: {
+                "example": {"model": "vae", "version": 3, "native": False, "classes": 10, "components": 1,
+                            "latent_dim": 2, "weight": [[1.0]], "loc": [[[0.1, -1.2]]],
+                            "covariance": [[[[0.2, 0.01], [0.01, 0.3]]]]}}}}},
+            description="p(z | digit) for digits 0-9 as mixtures: `weight` (10, M), `loc` (10, M, K), `covariance` "
+                        "(10, M, K, K). `native` is true for a conditional model (the cvae), whose prior N(0, I) is "
+                        "every digit's; for the others it is the density fitted after training to the training "
+                        "set's posterior means (`manifest.class_density`). 404 when the version has none.")
+async def classes(request: Request, name: str, version: str) -> Response:
+    served = _served(request, name, version)
+    density = served.model.digit_density()
+    if density is None:
+        raise NotFound(f"{served.name}/{served.version} has no distribution per digit: its artifact has no "
+                       "classes.safetensors (`python -m training derive --add classes` adds one)")
+    return json_reply({"model": served.name, "version": served.version, "native": served.conditional,
+                       **density.to_json()})
 
 
 @router.get("/models/{name}/versions/{version}/report/{file}", summary="One of the version's report PNGs",

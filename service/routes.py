@@ -14,7 +14,7 @@ from service import codecs
 from service.errors import InvalidInput, UnsupportedMediaType
 from service.metrics import CONTENT_TYPE
 from service.models import ServedModel
-from service.operations import OPERATIONS, Call, Operation
+from service.operations import NO_DIGIT, OPERATIONS, Call, Operation
 from service.plumbing import check_admin_request, check_ready, json_reply, receive, registry_of, result, state_of
 from service.routing import RequestRoute
 from service.schemas import (
@@ -76,10 +76,21 @@ async def serve(request: Request, op: Operation) -> Response:
     served, body = await receive(request, lambda: _served(request), op.name)
     with state.activity.arrival():
         call = _parse(request, op, served, body, fmt, state.settings.max_items_per_request)
+        served = _digit_model(request, op, served, call)
         rows = op.pack(served, call, state.settings)
         batcher = served.batchers[op.name]
         pendings = batcher.put(rows)
     return _reply(request, op, served, call, await result(request, batcher, pendings))
+
+
+def _digit_model(request: Request, op: Operation, served: ServedModel, call: Call) -> ServedModel:
+    """A draw of a given digit that names no model goes to the default digit model when it is loaded. Only
+    operations without array inputs are rerouted: their parse did not depend on the model (its latent_dim)."""
+    if op.inputs or call.params.get("digit", NO_DIGIT) == NO_DIGIT or "model" in request.query_params:
+        return served
+    registry = registry_of(request)
+    name = state_of(request).settings.default_digit_model
+    return registry.get(name, None) if name in registry.models else served
 
 
 def _route(op: Operation) -> None:

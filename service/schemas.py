@@ -28,6 +28,8 @@ class EncodeRequest(BaseModel):
 
     model_config = _example(images=[_PIXELS])
     images: list[Image] = Field(description="1 to MAX_ITEMS_PER_REQUEST images, formats may be mixed")
+    digit: int | None = Field(None, ge=0, le=9, description="conditional models only (cvae): the digit of every "
+                              "image; without one the cvae marginalises the label (docs/api.md)")
 
 
 class DecodeRequest(BaseModel):
@@ -35,16 +37,20 @@ class DecodeRequest(BaseModel):
 
     model_config = _example(latents=[[0.0, 0.0], [1.0, -0.5]])
     latents: list[list[float]] = Field(description="rows of the model's latent_dim numbers")
+    digit: int | None = Field(None, ge=0, le=9, description="conditional models only (cvae): the digit of every "
+                              "latent; without one the cvae marginalises the label (docs/api.md)")
 
 
 class ReconstructRequest(BaseModel):
-    """With an application/x-npy body (images as for /encode), `sample` and `seed` are query parameters."""
+    """With an application/x-npy body (images as for /encode), `sample`, `seed` and `digit` are query parameters."""
 
     model_config = _example(images=[_PNG_28], sample=True, seed=7)
     images: list[Image]
     # null means absent (the default) for every field of every body: one rule, service/operations.py
     sample: bool | None = Field(False, description="draw z from the posterior instead of taking its mean")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="seed of the posterior noise; random when null")
+    digit: int | None = Field(None, ge=0, le=9, description="conditional models only (cvae): the digit of every "
+                              "image; without one the cvae marginalises the label (docs/api.md)")
 
 
 class SampleRequest(BaseModel):
@@ -53,6 +59,9 @@ class SampleRequest(BaseModel):
                        description="how many draws, at most MAX_ITEMS_PER_REQUEST (the protocol's name)")
     n: int | None = Field(None, ge=MIN_ITEMS, description="the same as count (its earlier name, still accepted)")
     seed: int | None = Field(None, ge=0, le=SEED_LIMIT - 1, description="the same seed gives the same result")
+    digit: int | None = Field(None, ge=0, le=9, description="draw this digit (0-9): from the model's latent "
+                              "distribution of the digit, or natively for a conditional model (cvae); without a "
+                              "model named, LATENTSERVE_DEFAULT_DIGIT_MODEL (cvae) serves it when loaded")
 
 
 class ScoreRequest(BaseModel):

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
     default_model: str = "vae"
+    # Where a /sample that asks for a digit and names no model goes, when that model is loaded (else default_model):
+    # the conditional VAE draws the digit asked for most reliably (docs/quality.md, "Digits on demand").
+    default_digit_model: str = "cvae"
     # Most items per forward pass; requests larger than this are split across passes.
     max_batch_size: int = Field(1024, ge=1, le=65536)
     # Each operation's batch size is the largest warm-up size (1, 2, 4, ... up to max_batch_size) whose pass took at

@@ -20,6 +20,8 @@ BARS = {
     "vae": lambda m: m["negative_elbo"] <= 144.0 and m["iwae_log_likelihood"] >= -141.0,
     "ae": lambda m: m["bce_per_image"] <= 132.0,
     "pca": lambda m: abs(m["pixel_mse"] - m["classical_pca_mse"]) <= 0.01 * m["classical_pca_mse"],
+    # The cvae (issue 23): the ELBO given the digit, and its own p(y | x) naming the digit.
+    "cvae": lambda m: m["negative_elbo_given_label"] <= 135.0 and m["label_posterior_accuracy"] >= 0.90,
 }
 
 

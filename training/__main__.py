@@ -1,6 +1,7 @@
 """`python -m training fit ...` trains one model and prints the new artifact's path (the last line of stdout);
 `python -m training evaluate PATH` recomputes its test figures and prints them as JSON; `python -m training derive
-PATH` writes a new version with the same weights plus the test-set embedding (training/derive.py). Progress goes to
+PATH [--add embedding classes reference report]` writes a new version with the same weights and those files (re)computed, the
+others carried over (training/derive.py). Progress goes to
 stderr.
 Bad input or data ends in one line on stderr and exit status 2, never a traceback."""
 
@@ -15,14 +16,14 @@ from pathlib import Path
 
 from lvm.artifact import ArtifactError
 from lvm.networks import ACTIVATIONS
-from training.config import CONFIGS
 from training.data import DataError
+from training.derive import STEPS
+from training.kinds import TRAINING_KINDS
 
 EXIT_USAGE = 2
 # What the train set (requirements/train.txt, pyproject's `train` extra) adds to the service's runtime set.
 TRAIN_MODULES = frozenset(("pyro", "tqdm", "matplotlib"))
 INSTALL_TRAIN = "make install-train"
-DEFAULT_NAMES = {"ppca": "pca", "ae": "ae", "vae": "vae"}
 # Flags that map onto config fields; a flag left out keeps the config's default (the recipe of the defaults).
 _CONFIG_FLAGS = {
     "latent_dim": int, "hidden": int, "activation": str, "epochs": int, "batch_size": int, "lr": float,
@@ -35,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("fit", help="train one model and write it as the next version of NAME")
-    fit.add_argument("--kind", required=True, choices=sorted(CONFIGS))
-    fit.add_argument("--name", help="artifact name (default: pca, ae or vae after the kind)")
+    fit.add_argument("--kind", required=True, choices=sorted(TRAINING_KINDS))
+    fit.add_argument("--name", help="artifact name (default: pca, ae, vae or cvae after the kind)")
     fit.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
     fit.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"), help="default: artifacts")
     for flag, kind in _CONFIG_FLAGS.items():
@@ -52,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", type=Path)
     evaluate.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
     evaluate.add_argument("--test-images", type=int, help="use only the first N test images")
-    derive = commands.add_parser("derive", help="a new version with the same weights, the embedding and a new report")
+    derive = commands.add_parser("derive", help="a new version with the same weights and files added or redrawn")
     derive.add_argument("path", type=Path)
+    derive.add_argument("--add", nargs="+", choices=list(STEPS), default=list(STEPS),
+                        help="what to (re)compute; the source's other files are carried over (default: all)")
     derive.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files (default: $MNIST_DIR)")
     derive.add_argument("--artifacts-dir", type=Path, help="where to write (default: the source's own root)")
     return parser
@@ -62,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _default_help(flag: str) -> str:
     """`default: 60 (ae, vae)`, or each kind's own where they differ, read off the config classes."""
     by_value: dict[str, list[str]] = {}
-    for kind, config_class in sorted(CONFIGS.items(), key=lambda item: list(CONFIGS).index(item[0])):
+    for kind, spec in TRAINING_KINDS.items():
+        config_class = spec.config
         field = next((f for f in fields(config_class) if f.name == flag), None)
         if field is not None:
             value = field.default if field.default is not MISSING else field.default_factory()
@@ -76,7 +80,7 @@ def _default_help(flag: str) -> str:
 
 def make_config(args: argparse.Namespace):
     """The kind's config from its defaults and the flags given; a flag that the kind does not take is an error."""
-    config_class = CONFIGS[args.kind]
+    config_class = TRAINING_KINDS[args.kind].config
     known = {f.name for f in fields(config_class)}
     given = {k: getattr(args, k) for k in _CONFIG_FLAGS if getattr(args, k) is not None}
     unknown = sorted(set(given) - known)
@@ -114,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fit":
             config = make_config(args)
             path = pipeline.fit_and_export(args.kind, config, args.data_dir, args.artifacts_dir,
-                                           args.name or DEFAULT_NAMES[args.kind])
+                                           args.name or TRAINING_KINDS[args.kind].default_name)
             print(path)
         elif args.command == "derive":
             from training.derive import derive
 
-            print(derive(args.path, args.data_dir, args.artifacts_dir))
+            print(derive(args.path, args.data_dir, args.artifacts_dir, steps=tuple(args.add)))
         else:
             if args.test_images is not None and args.test_images < 1:
                 raise ValueError(f"--test-images must be at least 1, got {args.test_images}")

@@ -56,3 +56,9 @@ def train_ae(x_train: Tensor, x_valid: Tensor, config: AEConfig) -> tuple[MLPMod
     history = fit(model, AEObjective(model, config), x_train.to(device), x_valid.to(device), config)
     fit_code_prior(model, x_train.to(device))
     return model.cpu().eval(), history
+
+
+def train(data, config: AEConfig) -> tuple[MLPModel, dict]:
+    """The kind registry's entry point (training.kinds)."""
+    model, history = train_ae(data.train.x, data.valid.x, config)
+    return model, history.to_dict()

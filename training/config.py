@@ -74,7 +74,10 @@ class VAEConfig(AEConfig):
             raise ValueError("kl_warmup_epochs must be >= 0, iwae_samples and iwae_images >= 1")
 
 
-CONFIGS = {"ppca": PPCAConfig, "ae": AEConfig, "vae": VAEConfig}
+@dataclass(frozen=True)
+class CVAEConfig(VAEConfig):
+    """The conditional VAE's: the VAE's fields (its IWAE figure is not computed: the ELBO given the label is)."""
+
 
 
 def _check_common(config: PPCAConfig | AEConfig) -> None:

@@ -45,3 +45,8 @@ def train_ppca(x_train: Tensor, config: PPCAConfig) -> tuple[PPCA, dict]:
     model = fit_ppca(x_train, config.latent_dim).eval()
     return model, {"epochs_run": 0, "best_epoch": 0, "wall_time_s": round(time.perf_counter() - started, 1),
                    "device": "cpu"}
+
+
+def train(data, config: PPCAConfig) -> tuple[PPCA, dict]:
+    """The kind registry's entry point (training.kinds)."""
+    return train_ppca(data.train.x, config)

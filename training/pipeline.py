@@ -1,5 +1,5 @@
-"""From a config to a new artifact version and back: `fit_and_export` trains one kind, measures it on the full test
-set and writes it with lvm.write_artifact; `evaluate_artifact` recomputes the test figures of an existing version."""
+"""From a config to a new artifact version and back: `fit_and_export` trains one kind, fits its class density,
+measures it on the full test set and writes it with lvm.write_artifact; `evaluate_artifact` recomputes the test figures of an existing version."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ from pathlib import Path
 import torch
 
 import lvm
+from lvm.classes import write_classes
+from lvm.embedding import compute_embedding, write_embedding
 from lvm.networks import LatentModel
+from training.classes import FITTED_TO, class_density_for
+from training.derive import write_reference_of
 from training.config import AEConfig, PPCAConfig
 from training.data import MNIST, load_mnist
-from training.extras import Context, writer
-from training.metrics import classical_pca_mse, evaluate_model
+from training.kinds import training_kind
+from training.metrics import evaluate_model
+from training.report import write_report
 
 @dataclass(frozen=True)
 class Run:
@@ -27,31 +32,18 @@ class Run:
 
 
 def train(kind: str, config: PPCAConfig | AEConfig, data: MNIST) -> Run:
-    """Fits one model of `kind` on data.train, selecting by data.valid; imports only what the kind needs."""
-    if kind == "ppca":
-        from training.pca import train_ppca
-
-        model, record = train_ppca(data.train.x, config)
-        return Run(model, config, record)
-    if kind == "ae":
-        from training.ae import train_ae
-
-        model, history = train_ae(data.train.x, data.valid.x, config)
-    elif kind == "vae":
-        from training.vae import train_vae
-
-        model, history = train_vae(data.train.x, data.valid.x, config)
-    else:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(lvm.KINDS)}")
-    return Run(model, config, history.to_dict())
+    """Fits one model of `kind` on data.train, selecting by data.valid (training.kinds says how, per kind); an
+    unconditional model then gets its class-conditional density (training/classes.py)."""
+    model, record = training_kind(kind).fit(data, config)
+    if not model.conditional:
+        model.class_density, record["class_density"] = class_density_for(
+            model, data.train.x, data.train.y, data.valid.x, data.valid.y)
+    return Run(model, config, record)
 
 
 def measure(run: Run, data: MNIST) -> dict:
-    """The manifest's `metrics`: every test figure of the model, plus classical PCA's MSE beside PPCA's."""
-    metrics = evaluate_model(run.model, data.test.x, run.config.to_dict())
-    if run.model.kind == "ppca":
-        metrics["classical_pca_mse"] = classical_pca_mse(data.train.x, data.test.x, run.model.latent_dim)
-    return metrics
+    """The manifest's `metrics`: every test figure of the model (classical PCA's MSE beside PPCA's among them)."""
+    return evaluate_model(run.model, data.test.x, run.config.to_dict(), data.test.y, data.train.x)
 
 
 def software() -> dict:
@@ -72,15 +64,26 @@ def software() -> dict:
 
 
 def export(run: Run, data: MNIST, metrics: dict, artifacts_dir: Path, name: str) -> Path:
-    """Writes the run as the next version of `name` (weights, manifest, the extras of training/extras.py) and returns
-    its folder."""
+    """Writes the run as the next version of `name` (weights, manifest, report PNGs, the test-set embedding, the class
+    density and the score reference) and returns its folder."""
+    record = dict(run.record)
+    class_density = record.pop("class_density", None)
     manifest = {  # the model's kind, likelihood and architecture are added by write_artifact from the model itself
-        "training": {"config": run.config.to_dict(), "seed": run.config.seed, **run.record},
+        "training": {"config": run.config.to_dict(), "seed": run.config.seed, **record},
         "data": data.describe(),
         "metrics": metrics,
         "software": software(),
+        **({"class_density": class_density} if class_density is not None else {}),
     }
-    return lvm.write_artifact(Path(artifacts_dir), name, run.model, manifest, writer(Context(run.model, data, name)))
+
+    def write_extras(folder: Path) -> None:
+        write_report(run.model, data.test.x, data.test.y, folder / "report", name)
+        write_embedding(folder, compute_embedding(run.model, data.test.x, data.test.y))
+        if run.model.class_density is not None:
+            write_classes(folder, run.model.class_density, FITTED_TO)
+        write_reference_of(run.model, data, folder)
+
+    return lvm.write_artifact(Path(artifacts_dir), name, run.model, manifest, write_extras)
 
 
 def fit_and_export(kind: str, config: PPCAConfig | AEConfig, data_dir: Path | None, artifacts_dir: Path,
@@ -99,8 +102,5 @@ def evaluate_artifact(path: Path, data_dir: Path | None, test_images: int | None
     data = load_mnist(data_dir, valid_size=split.get("valid", 5000), split_seed=split.get("seed", 0))
     model = artifact.build()
     config = dict(artifact.manifest["training"].get("config", {}))
-    x = data.test.x if test_images is None else data.test.x[:test_images]
-    metrics = evaluate_model(model, x, config)
-    if model.kind == "ppca":
-        metrics["classical_pca_mse"] = classical_pca_mse(data.train.x, x, model.latent_dim)
-    return metrics
+    n = len(data.test.x) if test_images is None else test_images
+    return evaluate_model(model, data.test.x[:n], config, data.test.y[:n], data.train.x)

@@ -1,5 +1,6 @@
 """The PNGs in an artifact's report/ folder: the test set in latent space, reconstructions beside originals, random
-samples and, for 2-D models, the decoded latent grid. Matplotlib with the Agg backend; fixed seeds throughout."""
+samples, for 2-D models the decoded latent grid, and draws of each digit where the model has a distribution per
+digit. Matplotlib with the Agg backend; fixed seeds throughout."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def write_report(model: LatentModel, x: Tensor, y: Tensor, folder: Path, name: s
                  samples(model, folder / "samples.png", title=title)]
         if model.latent_dim == 2:
             paths.append(manifold(model, folder / "manifold.png", title=title))
+        if model.digit_density() is not None:
+            paths.append(digits(model, folder / "digits.png", title=title))
     return paths
 
 
@@ -55,7 +58,7 @@ def _clipped_limits(values: Tensor) -> tuple[float, float]:
 def latent_map(model: LatentModel, x: Tensor, y: Tensor, path: Path, title: str) -> Path:
     """Posterior means of x coloured by digit (first two dimensions), with ±1 sd bars on a subset where there is one;
     the axes are clipped to the central 99% of the codes."""
-    z_loc, z_scale = model.encode(x)
+    z_loc, z_scale = model.encode(x, y)  # a conditional model is given each image's digit
     dims = min(2, model.latent_dim)
     fig, ax = plt.subplots(figsize=(7, 6))
     zy = z_loc[:, 1] if dims == 2 else torch.zeros(len(z_loc))
@@ -102,6 +105,16 @@ def samples(model: LatentModel, path: Path, n: int = 10, title: str | None = Non
     """n x n images decoded from random draws of the prior."""
     eps = torch.randn(n * n, model.latent_dim, generator=torch.Generator().manual_seed(_SEED))
     return _show(_image_grid(model.sample(eps)[1], n, n), f"{title or model.kind}: random samples from the prior", path)
+
+
+def digits(model: LatentModel, path: Path, n: int = 10, title: str | None = None) -> Path:
+    """One row of n draws per digit 0-9, from each digit's latent distribution (model.sample_digits)."""
+    g = torch.Generator().manual_seed(_SEED)
+    eps = torch.randn(10 * n, model.latent_dim, generator=g)
+    u = torch.rand(10 * n, generator=g)
+    y = torch.arange(10).repeat_interleave(n)
+    picture = _image_grid(model.sample_digits(y, eps, u)[1], 10, n)
+    return _show(picture, f"{title or model.kind}: draws of each digit (rows 0-9)", path)
 
 
 def manifold(model: LatentModel, path: Path, n: int = 20, title: str | None = None) -> Path:

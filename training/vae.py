@@ -72,3 +72,9 @@ def train_vae(x_train: Tensor, x_valid: Tensor, config: VAEConfig) -> tuple[MLPM
     model = MLPModel("vae", config.latent_dim, list(config.hidden), config.activation).to(device)
     history = fit(model, VAEObjective(model, config), x_train.to(device), x_valid.to(device), config)
     return model.cpu().eval(), history
+
+
+def train(data, config: VAEConfig) -> tuple[MLPModel, dict]:
+    """The kind registry's entry point (training.kinds)."""
+    model, history = train_vae(data.train.x, data.valid.x, config)
+    return model, history.to_dict()

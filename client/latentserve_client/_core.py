@@ -247,12 +247,14 @@ class Core:
                                               extra={"sample": bool(sample), "seed": part_seed(seed, i)})
                              for i, (a, b) in enumerate(self._spans(len(batch)))], join_images)
 
-    def sample(self, n: int, seed: int | None, model: str | None, version: int | None, fmt: str | None) -> Planner:
+    def sample(self, n: int, seed: int | None, digit: object, model: str | None, version: int | None,
+               fmt: str | None) -> Planner:
         params, seed = self._params(model, version), check_seed(seed)
         headers = {"Content-Type": inputs.JSON, **({"Accept": inputs.NPY} if (fmt or self.format) == "npy" else {})}
-        # n < 1 goes to the server as it is, for the server's own error.
-        return lambda: Plan([Call("POST", "/sample", read_images, params, headers,
-                                  inputs.json_body({"n": b - a if n > 0 else n, "seed": part_seed(seed, i)}), b - a)
+        # n < 1 and a bad digit go to the server as they are, for the server's own error.
+        given = {} if digit is None else {"digit": digit}
+        return lambda: Plan([Call("POST", "/sample", read_images, params, headers, inputs.json_body(
+            {"n": b - a if n > 0 else n, "seed": part_seed(seed, i), **given}), b - a)
                              for i, (a, b) in enumerate(self._spans(max(n, 0)))], join_images)
 
     def score(self, images: inputs.Images, samples: int | None, seed: int | None, model: str | None,

@@ -5,6 +5,7 @@ errors as one line on stderr with exit status 1 (2 for a bad command line, as ar
     latentserve decode 0.5 -1.2 -o decoded.png
     latentserve reconstruct digit.png -o out.png
     latentserve sample -n 16 --seed 1 -o grid.png
+    latentserve sample -n 16 --digit 7 -o sevens.png
     latentserve score digit.png
     latentserve models
 """
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     sam = sub.add_parser("sample", help="draws from the prior, decoded")
     sam.add_argument("-n", type=int, default=16, help="how many (default 16)")
     sam.add_argument("--seed", type=int, help="the same seed gives the same digits")
+    sam.add_argument("--digit", type=int, help="draw this digit, 0-9 (the server's cvae when no model is named)")
     sam.add_argument("-o", "--output", type=Path, help="write a PNG grid (or .npy) instead of printing pixels")
     sco = sub.add_parser("score", help="log-likelihood, percentile and outlier verdict of PNG or .npy images")
     sco.add_argument("images", nargs="+", type=Path, help="28x28 PNG files, or .npy arrays of images")
@@ -145,7 +147,8 @@ def run(args: argparse.Namespace, client: Client) -> dict | list:
     if args.command == "reconstruct":
         return _write(client.reconstruct(_read_images(args.images), args.sample, args.seed), args.output)
     if args.command == "sample":
-        return _write(client.sample(args.n, args.seed), args.output, {"n": args.n, "seed": args.seed})
+        return _write(client.sample(args.n, args.seed, args.digit), args.output,
+                      {"n": args.n, "seed": args.seed, "digit": args.digit})
     if args.command == "score":
         scores = client.score(_read_images(args.images), args.samples, args.seed)
         return {"model": scores.model, "version": scores.version, "samples": scores.samples,

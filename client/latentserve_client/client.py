@@ -87,10 +87,11 @@ class Client(_Base):
         """Images (N, 28, 28) through the posterior (its mean, or a draw when `sample`) and back."""
         return self._run(self._core.reconstruct(images, sample, seed, model, version, format))
 
-    def sample(self, n: int, seed: int | None = None, *, model: str | None = None, version: int | None = None,
-               format: str | None = None) -> np.ndarray:
-        """`n` draws from the prior, decoded: (n, 28, 28). The same seed gives the same digits."""
-        return self._run(self._core.sample(n, seed, model, version, format))
+    def sample(self, n: int, seed: int | None = None, digit: int | None = None, *, model: str | None = None,
+               version: int | None = None, format: str | None = None) -> np.ndarray:
+        """`n` draws from the prior, decoded: (n, 28, 28); with `digit` (0-9), draws of that digit (served by the
+        cvae when no model is named and it is loaded). The same seed gives the same digits."""
+        return self._run(self._core.sample(n, seed, digit, model, version, format))
 
     def score(self, images: Images, samples: int | None = None, seed: int | None = None, *, model: str | None = None,
               version: int | None = None, format: str | None = None) -> Scores:
@@ -204,9 +205,10 @@ class AsyncClient(_Base):
                           format: str | None = None) -> np.ndarray:
         return await self._run(self._core.reconstruct(images, sample, seed, model, version, format))
 
-    async def sample(self, n: int, seed: int | None = None, *, model: str | None = None, version: int | None = None,
-                     format: str | None = None) -> np.ndarray:
-        return await self._run(self._core.sample(n, seed, model, version, format))
+    async def sample(self, n: int, seed: int | None = None, digit: int | None = None, *, model: str | None = None,
+                     version: int | None = None, format: str | None = None) -> np.ndarray:
+        """`n` draws from the prior (or of `digit`, 0-9), decoded: (n, 28, 28)."""
+        return await self._run(self._core.sample(n, seed, digit, model, version, format))
 
     async def score(self, images: Images, samples: int | None = None, seed: int | None = None, *,
                     model: str | None = None, version: int | None = None, format: str | None = None) -> Scores:

@@ -115,7 +115,7 @@ async def test_results_do_not_depend_on_what_shared_the_batch(client):
 async def test_models_listing_and_manifests(client):
     listing = (await client.get("/models")).json()
     assert {m["name"]: (m["kind"], m["versions"], m["default_version"]) for m in listing["models"]} == {
-        "pca": ("ppca", [1], 1), "ae": ("ae", [1], 1), "vae": ("vae", [1], 1)}
+        "pca": ("ppca", [1], 1), "ae": ("ae", [1], 1), "vae": ("vae", [1], 1), "cvae": ("cvae", [1], 1)}
     ops = dict.fromkeys(OPERATIONS, 64)  # max_batch_size, with no bound on passes
     assert all(m["batch_sizes"] == ops for m in listing["models"])
     # The test app's limit, and the default body bound: what a client needs to split its inputs before a 413.

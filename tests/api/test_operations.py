@@ -12,8 +12,14 @@ from tests.helpers import IMAGES
 
 pytestmark = pytest.mark.anyio
 
-MODELS = ("pca", "ae", "vae")
-PARAMS = {"seed": 3, "sample": True, "count": 2, "samples": 8}  # a value for each parameter any operation takes
+MODELS = ("pca", "ae", "vae", "cvae")
+# A value for each parameter any operation takes; digit only where the model takes one (tests/api/test_digits.py).
+PARAMS = {"seed": 3, "sample": True, "count": 2, "samples": 8, "digit": 7}
+
+
+def _params(op: Operation, served) -> dict:
+    takes_digit = served.conditional or (op.name == "sample" and served.digits)
+    return {p.name: PARAMS[p.name] for p in op.params if p.name != "digit" or takes_digit}
 
 
 def _inputs(op: Operation, latent_dim: int) -> dict[str, np.ndarray]:
@@ -21,10 +27,10 @@ def _inputs(op: Operation, latent_dim: int) -> dict[str, np.ndarray]:
     return {i.name: arrays[i.name] for i in op.inputs}
 
 
-def _protocol_body(op: Operation, inputs: dict[str, np.ndarray]) -> dict:
+def _protocol_body(op: Operation, inputs: dict[str, np.ndarray], params: dict) -> dict:
     return {"inputs": [{"name": name, "datatype": "FP32", "shape": list(a.shape), "data": a.reshape(-1).tolist()}
                        for name, a in inputs.items()],
-            "parameters": {p.name: PARAMS[p.name] for p in op.params}}
+            "parameters": params}
 
 
 @pytest.mark.parametrize("name", OPERATIONS)
@@ -33,10 +39,10 @@ async def test_every_operation_is_served_by_both_route_families(client, model, n
     op = OPERATIONS[name]
     served = client.app.state.service.registry.get(model, None)
     inputs = _inputs(op, served.latent_dim)
-    native = await client.post(f"/{name}?model={model}", json={
-        **{k: a.tolist() for k, a in inputs.items()}, **{p.name: PARAMS[p.name] for p in op.params}})
+    params = _params(op, served)
+    native = await client.post(f"/{name}?model={model}", json={**{k: a.tolist() for k, a in inputs.items()}, **params})
     assert native.status_code == 200, native.text
-    protocol = await client.post(f"/v2/models/{model}-{name}/infer", json=_protocol_body(op, inputs))
+    protocol = await client.post(f"/v2/models/{model}-{name}/infer", json=_protocol_body(op, inputs, params))
     assert protocol.status_code == 200, protocol.text
     given = [out.name for out in op.given(served)]
     assert [out["name"] for out in protocol.json()["outputs"]] == given
@@ -96,7 +102,7 @@ async def test_an_unexpected_error_is_a_500_in_each_familys_own_body(client, mon
     transport = httpx.ASGITransport(app=client.app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as plain:
         protocol = await plain.post("/v2/models/vae-encode/infer", json=_protocol_body(
-            OPERATIONS["encode"], {"images": IMAGES[:1]}))
+            OPERATIONS["encode"], {"images": IMAGES[:1]}, {}))
         native = await plain.post("/encode", json={"images": IMAGES[:1].tolist()})
     assert (protocol.status_code, protocol.json()) == (
         500, {"error": "internal", "request_id": protocol.headers["x-request-id"]})

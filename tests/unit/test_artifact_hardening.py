@@ -12,7 +12,6 @@ import pytest
 import safetensors.torch
 import torch
 
-from lvm import architecture
 from lvm.architecture import MAX_LATENT_DIM, MAX_WIDTH, build_model, weight_shapes
 from lvm.artifact import MANIFEST_FILE, ArtifactError, list_versions, load_artifact, parse_version, write_artifact
 from lvm.staging import STALE_AFTER_S, TMP_PREFIX
@@ -34,12 +33,14 @@ def _no_tensor_reads(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a tensor was read before the manifest was checked")
 
-    def meta_only(*args, **kwargs):
+    build = factories.MLPModel.__init__
+
+    def meta_only(self, *args, **kwargs):
         assert torch.get_default_device().type == "meta", "a network was built before the manifest was checked"
-        return factories.MLPModel(*args, **kwargs)
+        build(self, *args, **kwargs)
 
     monkeypatch.setattr(safetensors.torch, "load_file", refuse)
-    monkeypatch.setattr(architecture, "MLPModel", meta_only)
+    monkeypatch.setattr(factories.MLPModel, "__init__", meta_only)
 
 
 @pytest.mark.parametrize(("edit", "message"), [

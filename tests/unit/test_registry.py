@@ -75,11 +75,11 @@ class CountingThread(ComputeThread):
 
 
 async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(artifacts_dir, monkeypatch):
-    # A device on which a pass costs 0.1 ms per row, and reconstruct and score (rows of 784 + a few columns) twice
-    # as much.
+    # A device on which a pass costs 0.1 ms per row, and reconstruct and score (rows of 784 + a few columns; encode's
+    # have one, the digit) twice as much.
     def time_pass(run, parts, clock):
         run(parts)
-        return len(parts[0]) * (2e-4 if parts[0].shape[1] > 784 else 1e-4)
+        return len(parts[0]) * (2e-4 if parts[0].shape[1] > 785 else 1e-4)
 
     monkeypatch.setattr(models, "_time_pass", time_pass)
     activity = Activity()
@@ -93,9 +93,9 @@ async def test_each_operation_gets_the_batch_size_its_measured_passes_allow(arti
         vae = next(m for m in reg.overview()["models"] if m["name"] == "vae")
         assert vae["batch_sizes"] == served.batch_sizes
         # Every pass is a job of its own (so serving batches can run between them), and sizes stop at the first
-        # that overruns: per model, 3 operations x 7 sizes (1 to 64) and reconstruct and score x 6 (1 to 32), each
-        # size 1 untimed + 3 timed passes.
-        assert compute.jobs == 3 * (3 * 7 + 2 * 6) * 4
+        # that overruns: per model (pca, ae, vae, cvae), 3 operations x 7 sizes (1 to 64) and reconstruct and score
+        # x 6 (1 to 32), each size 1 untimed + 3 timed passes.
+        assert compute.jobs == 4 * (3 * 7 + 2 * 6) * 4
     finally:
         await reg.close()
         compute.shutdown()
@@ -108,7 +108,7 @@ async def test_empty_registry_is_unavailable_not_unknown(registry):
 
 async def test_reload_loads_every_version_and_defaults_to_the_highest(registry, artifacts_dir):
     report = await registry.reload()
-    assert report["serving"] == {"ae": 1, "pca": 1, "vae": 1} and not report["refused"]
+    assert report["serving"] == {"ae": 1, "cvae": 1, "pca": 1, "vae": 1} and not report["refused"]
     assert registry.get(None, None).name == "vae"
     factories.write(artifacts_dir, "vae", "vae", seed=1)
     report = await registry.reload()
@@ -155,7 +155,7 @@ async def test_odd_version_folders_are_skipped_not_fatal(registry, artifacts_dir
     for odd in ("²", "١", "01"):
         (artifacts_dir / "vae" / odd).mkdir()
     report = await registry.reload()
-    assert report["serving"] == {"ae": 1, "pca": 1, "vae": 1} and not report["refused"]
+    assert report["serving"] == {"ae": 1, "cvae": 1, "pca": 1, "vae": 1} and not report["refused"]
     assert sorted(registry.models["vae"]) == [1]
 
 

@@ -50,6 +50,19 @@ export function unproject(p, u) {
   return z;
 }
 
+// The 2x2 covariance of a full K x K covariance seen in the map's plane: A C Aᵀ with A the projection's axes.
+export function projectedFullCovariance(p, cov) {
+  const c = [[0, 0], [0, 0]];
+  for (let a = 0; a < 2; a++) {
+    for (let b = 0; b < 2; b++) {
+      for (let i = 0; i < p.k; i++) {
+        for (let j = 0; j < p.k; j++) c[a][b] += (p.axes[a]?.[i] ?? 0) * cov[i][j] * (p.axes[b]?.[j] ?? 0);
+      }
+    }
+  }
+  return c;
+}
+
 // The 2x2 covariance of a diagonal Gaussian N(., diag(scale^2)) seen in the map's plane.
 export function projectedCovariance(p, scale) {
   const c = [[0, 0], [0, 0]];

@@ -1,6 +1,6 @@
 // The explorer page: wires the API (api.js), the map (map.js), its maths (geometry.js) and pixels (images.js).
 import { ApiError, LatestDecoder, getJson, getKey, postJson, postPng, query, setKey } from "./api.js";
-import { ellipse, makeProjection, project, projectedCovariance, unproject } from "./geometry.js";
+import { ellipse, makeProjection, project, projectedCovariance, projectedFullCovariance, unproject } from "./geometry.js";
 import { drawGrey, drawSigned, drawingPad, loadPng, newCanvas, toMnist } from "./images.js";
 import { LatentMap, PALETTE } from "./map.js";
 import { components, loadReport } from "./panels.js";
@@ -11,7 +11,7 @@ const GRID = 12;  // manifold cells per side
 const STEPS = 10;  // images in the interpolation strip
 const SAMPLES = 36;
 const POLL_MS = 5000;  // how often the page asks /models whether a reload brought new versions (one small JSON)
-const state = { target: null, models: [], projection: null, picks: [], manifoldSeq: 0, drawn: null };
+const state = { target: null, models: [], projection: null, picks: [], manifoldSeq: 0, drawn: null, classes: null };
 
 function showError(context, err) {
   const p = document.createElement("p");
@@ -118,8 +118,9 @@ async function selectVersion() {
   Object.assign(map.marks, { a: null, b: null, drawn: null });
   $("model-info").textContent = `${model.kind}, latent dimension ${model.latent_dim}`;
   $("pca-section").hidden = model.kind !== "ppca";
-  await Promise.all([loadEmbedding(), loadReport(state.target, busy, showError), sample(),
+  await Promise.all([loadEmbedding(), loadClasses(), loadReport(state.target, busy, showError), sample(),
     model.kind === "ppca" ? components(state.target, busy, showError) : null]);
+  showDigit();
   decoder.request(state.target, unproject(state.projection, [map.view.cx, map.view.cy]));
   interpHint("Click two points on the map: A, then B.");
   encodeDrawing();  // the pad's digit through the newly chosen model (nothing when the pad is empty)
@@ -154,6 +155,37 @@ async function loadEmbedding() {
   }
   $("show-sd").disabled = !data?.scale;
   map.setData(points, Uint8Array.from(data ? data.label : []), sd);
+}
+
+// Each digit's latent distribution (GET .../classes): fitted after training for the unconditional models, N(0, I)
+// for the cvae. The selected digit's is drawn on the map; a version without one says so under the map.
+async function loadClasses() {
+  const { model, version } = state.target;
+  state.classes = null;
+  try {
+    state.classes = await getJson(`/models/${model}/versions/${version}/classes`);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 404)) showError("Loading the digits' distributions", err);
+  }
+}
+
+function showDigit() {
+  const text = $("digit").value, classes = state.classes;
+  map.marks.digit = null;
+  if (text === "") {
+    $("digit-note").textContent = "";
+  } else if (!classes) {
+    $("digit-note").textContent = `${state.target.model}/${state.target.version} has no distribution per digit.`;
+  } else {
+    const d = Number(text);
+    map.marks.digit = $("show-digit").checked && state.projection ? { label: d, components: classes.loc[d].map((loc, m) => {
+      const [u, v] = project(state.projection, loc);
+      return { u, v, e: ellipse(projectedFullCovariance(state.projection, classes.covariance[d][m])) };
+    }) } : null;
+    $("digit-note").textContent = `Digit ${d}: ${classes.native ? "the cvae's prior N(0, I), the same for every digit"
+      : `${classes.components === 1 ? "a Gaussian" : `a mixture of ${classes.components} Gaussians`} fitted to the training set's codes`}; 1 and 2 sd ellipses.`;
+  }
+  map.draw();
 }
 
 let manifoldTimer = null;
@@ -229,14 +261,15 @@ async function interpolate(a, b) {
 async function sample(event) {
   event?.preventDefault();
   const { model, version } = state.target;
-  const text = $("seed").value.trim();
+  const text = $("seed").value.trim(), digit = $("digit").value;
   try {
     const bitmap = await busy("samples-section", () => postPng(`/sample${query(model, version)}`,
-      { n: SAMPLES, seed: text === "" ? null : Number(text) }));
+      { n: SAMPLES, seed: text === "" ? null : Number(text), ...(digit === "" ? {} : { digit: Number(digit) }) }));
     const ctx = $("samples").getContext("2d");
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(bitmap, 0, 0, 252, 252);
-    $("samples").setAttribute("aria-label", `${SAMPLES} images decoded from draws of the prior, seed ${text || "random"}`);
+    const what = digit === "" ? "draws of the prior" : `draws of the digit ${digit}`;
+    $("samples").setAttribute("aria-label", `${SAMPLES} images decoded from ${what}, seed ${text || "random"}`);
   } catch (err) {
     showError("Sampling", err);
   }
@@ -285,6 +318,8 @@ $("pad-file").addEventListener("change", async (e) => {
   if (e.target.files[0]) { await loadPng(e.target.files[0], $("pad")); encodeDrawing(); }
 });
 $("sample-form").addEventListener("submit", sample);
+$("digit").addEventListener("change", () => { showDigit(); sample(); });
+$("show-digit").addEventListener("change", showDigit);
 $("model").addEventListener("change", fillVersions);
 $("version").addEventListener("change", selectVersion);
 $("model-form").addEventListener("submit", (e) => e.preventDefault());

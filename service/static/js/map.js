@@ -17,7 +17,7 @@ export class LatentMap {
     this.points = new Float32Array(0);
     this.labels = new Uint8Array(0);
     this.sd = [];
-    this.marks = { drawn: null, a: null, b: null, cursor: null };
+    this.marks = { drawn: null, a: null, b: null, cursor: null, digit: null };
     this.options = { sd: true, density: true };
     this.home = { cx: 0, cy: 0, scale: 80 };
     this.view = { ...this.home };
@@ -140,7 +140,14 @@ export class LatentMap {
 
   _marks() {
     const { ctx } = this;
-    const { drawn, a, b, cursor } = this.marks;
+    const { drawn, a, b, cursor, digit } = this.marks;
+    if (digit) {  // the selected digit's fitted distribution: each component's 1 and 2 sd ellipses
+      for (const c of digit.components) {
+        this._ellipse(ctx, c.u, c.v, c.e, 1, "#111", 2.5);
+        this._ellipse(ctx, c.u, c.v, c.e, 1, PALETTE[digit.label], 1.5);
+        this._ellipse(ctx, c.u, c.v, c.e, 2, PALETTE[digit.label], 1.5);
+      }
+    }
     if (a && b) {
       ctx.strokeStyle = "#333";
       ctx.setLineDash([4, 3]);
