@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.deploy.conftest import ROOT
+from tests.deploy.common import ROOT
 from tests.helpers import free_port
 
 PROM = ROOT / "deploy" / "prometheus"
