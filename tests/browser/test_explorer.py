@@ -206,3 +206,24 @@ def test_a_drawn_vertical_stroke_lands_among_the_ones(browser, live_server, tmp_
     votes = Counter(embedding.label[nearest].tolist())
     print(f"\nvertical stroke: z = {mean.round(3).tolist()}, labels of the 50 nearest test codes: {dict(votes)}")
     assert votes.most_common(1)[0][0] == 1 and votes[1] >= 30
+
+
+def test_a_drawn_digit_gets_its_score_verdict_and_the_reference_histogram(browser, live_server, tmp_path):
+    """On the committed VAE with its reference set: a drawn stroke is scored as you draw, the verdict and the
+    percentile shown, the histogram drawn with the drawing marked."""
+    committed = ROOT / "artifacts" / "vae"
+    version = max(int(p.name) for p in committed.iterdir() if p.name.isdigit())
+    shutil.copytree(committed / str(version), tmp_path / "real" / "vae" / str(version))
+    _, url = live_server(tmp_path / "real")
+    browser.get(url + "/")
+    page_ready(browser)
+    draw_stroke(browser, browser.find_element("id", "pad"), [(0, -80), (0, -40), (0, 0), (0, 40), (0, 80)])
+    text = wait_for(browser, "document.getElementById('score').textContent")
+    assert "log-likelihood" in text and "percentile" in text
+    verdict = browser.find_element("css selector", "#score strong").get_attribute("class")
+    assert verdict in ("typical", "outlier")
+    assert browser.find_element("id", "score-hist").is_displayed()
+    marked = _canvas_pixels(browser, "score-hist")
+    assert ((marked[:, 0] > 180) & (marked[:, 1] < 80)).any()  # the red line of the drawing
+    # A version without a class density answers the digit panel's /classes with 404 (the panel says so).
+    assert [e for e in severe_console_errors(browser) if "/classes - " not in e["message"]] == []
