@@ -100,7 +100,9 @@ class ServedModel:
 
         On the CPU a pass is timed in the compute thread's own CPU time: a reload under load shares the core with the
         event loop, and wall time would then pick smaller batches (half the size for the VAE's reconstruct while
-        single-image /encode kept the core busy: BENCHMARKS.md, "Figures behind"). On CUDA the pass waits on the device, so wall time.
+        single-image /encode kept the core busy: BENCHMARKS.md, "Figures behind"). On CUDA the pass waits on the
+        device, so wall time. With max_pass_s 0 (the rule off: every queue batches up to max_batch_size) nothing is
+        timed, and each size runs once.
         """
         clock = time.thread_time if self.placement.device.type == "cpu" else time.perf_counter
         compute, max_batch_size, max_pass_s = runtime.compute, runtime.config.max_batch_size, runtime.config.max_pass_s
@@ -108,7 +110,7 @@ class ServedModel:
             run = batch_fn(op, self)
             pass_s = {}
             for size in warmup_sizes(max_batch_size):
-                rows = op.warmup(self, size)
+                rows = op.warmup(self, size, bool(max_pass_s))
                 outputs, _ = await compute.run(run, [rows])  # the first pass pays for allocations: not timed
                 given = op.given(self)
                 if len(outputs) != len(given):
@@ -117,10 +119,12 @@ class ServedModel:
                     if out.shape[0] != size or not np.isfinite(out).all():
                         raise ValueError(f"warm-up of {name} at batch {size} gave shape {out.shape} or non-finite "
                                          "values")
+                if not max_pass_s:
+                    continue
                 pass_s[size] = min([(await compute.run(_time_pass, run, [rows], clock))[0] for _ in range(repeats)])
-                if max_pass_s and pass_s[size] > max_pass_s:
+                if pass_s[size] > max_pass_s:
                     break  # larger sizes take longer still, and this queue will never form them
-            self.batch_sizes[name] = choose_batch_size(pass_s, max_pass_s)
+            self.batch_sizes[name] = choose_batch_size(pass_s, max_pass_s) if max_pass_s else max_batch_size
 
     def start(self, runtime: Runtime, observer: Callable[[str], BatchObserver] | None = None) -> None:
         """Creates and starts one batcher per operation (on the event loop)."""

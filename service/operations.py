@@ -216,7 +216,9 @@ class Operation:
     compute: Callable[[ServedModel], Callable[[Tensor], tuple[Tensor, ...]]]
     pack: Callable[[ServedModel, Call, Settings], np.ndarray]  # the request's rows (checks the request limits)
     width: Callable[[ServedModel], int]  # columns of a packed row
-    warmup: Callable[[ServedModel, int], np.ndarray]  # `size` packed rows for warm-up
+    # `size` packed rows for warm-up; `timed` says whether their pass picks the batch size (else they only check
+    # the operation runs: score then draws one sample per image, not SCORE_SAMPLES).
+    warmup: Callable[[ServedModel, int, bool], np.ndarray]
     # Packed rows -> the rows `compute` takes, on the compute thread (noise keys become noise); None: as packed.
     # The native route's request and response models (OpenAPI only) and how its .npy body looks (None: JSON only).
     request_schema: type[schemas.BaseModel] = schemas.BaseModel
@@ -328,7 +330,7 @@ ENCODE = Operation(
     "encode", "Posterior of z given images", (IMAGES,), (DIGIT,), (MEAN, SCALE), _encode,
     pack=_pack_images,
     width=lambda served: INPUT_DIM + DIGIT_COLS,
-    warmup=lambda served, size: _warm_images(size, NO_DIGIT),
+    warmup=lambda served, size, timed: _warm_images(size, NO_DIGIT),
     request_schema=schemas.EncodeRequest, response_schema=schemas.EncodeResponse,
 )
 
@@ -353,7 +355,7 @@ DECODE = Operation(
     "decode", "Pixel means of latent codes", (LATENTS,), (DIGIT,), (IMAGES_OUT,), _decode,
     pack=_pack_decode,
     width=lambda served: served.latent_dim + DIGIT_COLS,
-    warmup=lambda served, size: np.concatenate([np.zeros((size, served.latent_dim), np.float32),
+    warmup=lambda served, size, timed: np.concatenate([np.zeros((size, served.latent_dim), np.float32),
                                                 np.full((size, DIGIT_COLS), NO_DIGIT, np.float32)], axis=1),
     request_schema=schemas.DecodeRequest, response_schema=schemas.DecodeResponse, npy_body="float32 (N, K) array",
     images_reply=True,
@@ -384,7 +386,7 @@ RECONSTRUCT = Operation(
     "reconstruct", "Images through the posterior and back", (IMAGES,), (SAMPLE, SEED, DIGIT),
     (IMAGES_OUT, MEAN, SCALE), _reconstruct, pack=_pack_reconstruct,
     width=lambda served: INPUT_DIM + DIGIT_COLS + KEY_COLS,
-    warmup=lambda served, size: np.concatenate([_warm_images(size, NO_DIGIT), noise_keys(size, 0)], axis=1),
+    warmup=lambda served, size, timed: np.concatenate([_warm_images(size, NO_DIGIT), noise_keys(size, 0)], axis=1),
     request_schema=schemas.ReconstructRequest, response_schema=schemas.ReconstructResponse,
     npy_body=schemas.IMAGES_NPY + "; sample, seed and digit as query parameters",
     prepare=_with_noise(INPUT_DIM + DIGIT_COLS), images_reply=True,
@@ -412,7 +414,7 @@ def _pack_sample(served: ServedModel, call: Call, settings: Settings) -> np.ndar
 SAMPLE_OP = Operation(
     "sample", "Draws from the prior (or of one digit), decoded", (), (COUNT, SEED, DIGIT), (LATENTS_OUT, IMAGES_OUT),
     _sample, pack=_pack_sample, width=lambda served: DIGIT_COLS + KEY_COLS,
-    warmup=lambda served, size: np.concatenate(
+    warmup=lambda served, size, timed: np.concatenate(
         [np.full((size, DIGIT_COLS), 0 if served.digits else NO_DIGIT, np.float32), noise_keys(size, 0)], axis=1),
     request_schema=schemas.SampleRequest, response_schema=schemas.SampleResponse, npy_body=None,
     prepare=_with_noise(DIGIT_COLS, uniform=True), images_reply=True,
@@ -489,7 +491,8 @@ SCORE = Operation(
      *(Output(term, None, present=_score_term(term)) for term in ("elbo", "reconstruction", "kl"))),
     _score, pack=_pack_score,
     width=lambda served: INPUT_DIM + 3,
-    warmup=lambda served, size: _score_rows(np.full((size, INPUT_DIM), 0.5, np.float32), codecs.SCORE_SAMPLES, 0),
+    warmup=lambda served, size, timed: _score_rows(
+        np.full((size, INPUT_DIM), 0.5, np.float32), codecs.SCORE_SAMPLES if timed else 1, 0),
     request_schema=schemas.ScoreRequest, response_schema=schemas.ScoreResponse,
     npy_body=schemas.IMAGES_NPY + "; samples and seed as query parameters", echo=("samples",),
 )
