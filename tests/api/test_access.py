@@ -46,10 +46,11 @@ def from_address(client: httpx.AsyncClient, host: str) -> httpx.AsyncClient:
 
 
 async def test_a_key_without_the_scope_gets_403_naming_it(keyed):
-    r = await keyed.post("/admin/reload", headers=bearer(BILLING))
+    r = await keyed.post("/admin/reload", json={}, headers=bearer(BILLING))
     assert r.status_code == 403
-    assert r.json() == {"detail": "key 'billing' lacks the 'admin' scope this route needs", "type": "forbidden"}
-    assert (await keyed.post("/admin/reload", headers=bearer(OPS))).status_code == 200
+    assert {k: v for k, v in r.json().items() if k != "request_id"} == {
+        "detail": "key 'billing' lacks the 'admin' scope this route needs", "type": "forbidden"}
+    assert (await keyed.post("/admin/reload", json={}, headers=bearer(OPS))).status_code == 200
     assert (await keyed.post("/encode", json=IMAGE, headers=bearer(BILLING))).status_code == 200
 
 
@@ -73,15 +74,15 @@ async def test_the_single_key_has_both_scopes(artifacts_dir):
     async with serve(artifacts_dir, api_key="only-key") as c:
         assert (await c.get("/auth/whoami", headers=bearer("only-key"))).json() == {
             "key": "default", "scopes": ["infer", "admin"]}
-        assert (await c.post("/admin/reload", headers=bearer("only-key"))).status_code == 200
+        assert (await c.post("/admin/reload", json={}, headers=bearer("only-key"))).status_code == 200
 
 
 @pytest.mark.parametrize("peer", ["10.1.2.3", "192.168.0.7", "2001:db8::1"])
 async def test_without_a_key_admin_answers_only_loopback(client, peer):
-    assert (await client.post("/admin/reload")).status_code == 200  # httpx's ASGI peer is 127.0.0.1
+    assert (await client.post("/admin/reload", json={})).status_code == 200  # httpx's ASGI peer is 127.0.0.1
     async with from_address(client, peer) as remote:
         # A forwarded-for header claiming loopback is never read.
-        r = await remote.post("/admin/reload", headers={"x-forwarded-for": "127.0.0.1", "x-real-ip": "127.0.0.1"})
+        r = await remote.post("/admin/reload", json={}, headers={"x-forwarded-for": "127.0.0.1", "x-real-ip": "127.0.0.1"})
         assert r.status_code == 403 and r.json()["type"] == "forbidden"
         assert "LATENTSERVE_ADMIN_OPEN" in r.json()["detail"]
         assert (await remote.post("/encode", json=IMAGE)).status_code == 200  # inference stays open
@@ -89,7 +90,7 @@ async def test_without_a_key_admin_answers_only_loopback(client, peer):
 
 async def test_admin_open_opens_admin_to_every_peer(artifacts_dir):
     async with serve(artifacts_dir, admin_open=True) as c, from_address(c, "10.1.2.3") as remote:
-        assert (await remote.post("/admin/reload")).status_code == 200
+        assert (await remote.post("/admin/reload", json={})).status_code == 200
 
 
 async def test_a_rate_limited_key_gets_429_with_retry_after(keyed):
@@ -111,7 +112,7 @@ def test_token_bucket_refills_at_its_rate_and_retry_after_is_whole_seconds():
 
 async def test_metrics_count_per_configured_key_and_never_show_a_secret(keyed):
     await keyed.get("/models", headers=bearer(BILLING))
-    await keyed.post("/admin/reload", headers=bearer(BILLING))
+    await keyed.post("/admin/reload", json={}, headers=bearer(BILLING))
     await keyed.get("/models", headers=bearer("unknown-secret"))
     text = (await keyed.get("/metrics")).text
     assert 'latentserve_key_requests_total{key="billing",status="200"} 1.0' in text

@@ -38,7 +38,7 @@ def vae_entry(listing: dict) -> dict:
 async def test_a_pin_sets_the_default_and_removing_it_returns_to_the_highest(client, artifacts_dir):
     factories.write(artifacts_dir, "vae", "vae", seed=9)
     (artifacts_dir / "vae" / "DEFAULT").write_text("1\n")
-    report = (await client.post("/admin/reload")).json()
+    report = (await client.post("/admin/reload", json={})).json()
     assert report["loaded"] == [{"name": "vae", "version": 2}] and report["serving"]["vae"] == 1
     entry = vae_entry((await client.get("/models")).json())
     assert (entry["default_version"], entry["default_reason"], entry["pin_error"]) == (1, "pinned", None)
@@ -46,7 +46,7 @@ async def test_a_pin_sets_the_default_and_removing_it_returns_to_the_highest(cli
     assert (detail["default_version"], detail["default_reason"], detail["pin"]) == (1, "pinned", 1)
     assert await served_version(client) == 1 and await served_version(client, "?version=2") == 2
     (artifacts_dir / "vae" / "DEFAULT").unlink()
-    assert (await client.post("/admin/reload")).json()["serving"]["vae"] == 2
+    assert (await client.post("/admin/reload", json={})).json()["serving"]["vae"] == 2
     entry = vae_entry((await client.get("/models")).json())
     assert (entry["default_version"], entry["default_reason"]) == (2, "highest")
     assert await served_version(client) == 2
@@ -55,10 +55,10 @@ async def test_a_pin_sets_the_default_and_removing_it_returns_to_the_highest(cli
 async def test_a_pin_to_a_missing_version_keeps_the_default_and_says_why(client, artifacts_dir, caplog):
     factories.write(artifacts_dir, "vae", "vae", seed=9)
     (artifacts_dir / "vae" / "DEFAULT").write_text("1\n")
-    await client.post("/admin/reload")
+    await client.post("/admin/reload", json={})
     (artifacts_dir / "vae" / "DEFAULT").write_text("5\n")
     with caplog.at_level(logging.WARNING, "service.registry"):
-        assert (await client.post("/admin/reload")).json()["serving"]["vae"] == 1
+        assert (await client.post("/admin/reload", json={})).json()["serving"]["vae"] == 1
     detail = (await client.get("/models/vae")).json()
     assert (detail["default_version"], detail["default_reason"], detail["pin"]) == (1, "previous", 5)
     assert detail["pin_error"] == "DEFAULT pins version 5, which is not loaded (loaded: [1, 2])"
@@ -72,7 +72,7 @@ async def test_a_pin_to_a_refused_version_keeps_the_highest_and_gives_the_refusa
     corrupt = factories.write(artifacts_dir, "vae", "vae", seed=3)
     (corrupt / "weights.safetensors").write_bytes(b"\0" * 64)
     (artifacts_dir / "vae" / "DEFAULT").write_text("2")
-    report = (await client.post("/admin/reload")).json()
+    report = (await client.post("/admin/reload", json={})).json()
     assert [(r["name"], r["version"]) for r in report["refused"]] == [("vae", 2)]
     detail = (await client.get("/models/vae")).json()
     assert (detail["default_version"], detail["default_reason"]) == (1, "previous")
@@ -87,8 +87,8 @@ async def test_every_change_is_logged_once_with_model_version_and_reason(client,
     (corrupt / "weights.safetensors").write_bytes(b"\0" * 64)
     shutil.rmtree(artifacts_dir / "pca")
     with caplog.at_level(logging.INFO, "service.registry"):
-        await client.post("/admin/reload")
-        await client.post("/admin/reload")  # nothing changed: nothing logged
+        await client.post("/admin/reload", json={})
+        await client.post("/admin/reload", json={})  # nothing changed: nothing logged
     changes = [(r.change, r.model, r.version) for r in caplog.records if hasattr(r, "change")]
     assert changes == [("loaded", "vae", 2), ("default", "vae", 2), ("refused", "ae", 2), ("dropped", "pca", 1)]
     refused = next(r for r in caplog.records if getattr(r, "change", None) == "refused")

@@ -86,7 +86,7 @@ def test_a_reload_shows_up_without_a_refresh(narrow, live_server, tmp_path):
     versions = "Array.from(document.getElementById('version').options, o => o.value)"
     assert narrow.execute_script(f"return {versions}") == ["1"]
     write(root, "vae", "vae", seed=5)
-    reply = httpx.post(url + "/admin/reload", timeout=60)
+    reply = httpx.post(url + "/admin/reload", json={}, timeout=60)
     assert reply.status_code == 200, reply.text
     # The page polls /models every 5 s.
     assert wait_for(narrow, f"{versions}.includes('2') && {versions}", timeout_s=30) == ["1", "2"]

@@ -45,9 +45,9 @@ def test_keys_file_scopes_limits_rotation_cors_and_no_secret_leaks(live_server, 
     proc, url = live_server(api_keys_file=keys, cors_origins="https://app.example")
     with httpx.Client(base_url=url, timeout=10) as http:
         # Scopes: billing infers but gets 403 on admin, naming the scope; ops reloads.
-        forbidden = http.post("/admin/reload", headers=bearer(BILLING))
+        forbidden = http.post("/admin/reload", json={}, headers=bearer(BILLING))
         assert forbidden.status_code == 403 and "'admin' scope" in forbidden.json()["detail"]
-        assert http.post("/admin/reload", headers=bearer(OPS)).status_code == 200
+        assert http.post("/admin/reload", json={}, headers=bearer(OPS)).status_code == 200
 
         # Rate: billing's bucket holds 1 token, refilled at 1/s; the second request at once gets 429 with a
         # whole-second Retry-After, and the client package, honouring it, gets its answer.
@@ -95,7 +95,7 @@ def test_keys_file_scopes_limits_rotation_cors_and_no_secret_leaks(live_server, 
 
 def test_without_a_key_admin_answers_loopback_and_says_so_once(live_server, tmp_path):
     _, url = live_server()
-    r = httpx.post(url + "/admin/reload", headers={"x-forwarded-for": "203.0.113.9"}, timeout=10)
+    r = httpx.post(url + "/admin/reload", json={}, headers={"x-forwarded-for": "203.0.113.9"}, timeout=10)
     assert r.status_code == 200  # the peer is 127.0.0.1; the forwarded-for header is not read
     assert (tmp_path / "server-0.log").read_text().count("/admin/* answers only loopback clients") == 1
 
