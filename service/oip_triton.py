@@ -87,10 +87,12 @@ async def repository_index(request: Request) -> Response:
 
 
 @router.post("/v2/repository/models/{model_name}/load", responses={**MODEL_ERRORS, **_NOT_SUPPORTED},
-             summary="Not supported (Triton's explicit model control)")
+             summary="Not supported (Triton's explicit model control)",
+             openapi_extra={"parameters": path_parameters(False)})
 @router.post("/v2/repository/models/{model_name}/unload", responses={**MODEL_ERRORS, **_NOT_SUPPORTED},
-             summary="Not supported (Triton's explicit model control)")
-async def load_or_unload(request: Request, model_name: str) -> Response:
+             summary="Not supported (Triton's explicit model control)",
+             openapi_extra={"parameters": path_parameters(False)})
+async def load_or_unload(request: Request) -> Response:
     raise NotSupported("loading and unloading models is not supported: the service serves every version in its "
                        "artifacts folder; add or remove a version there and POST /admin/reload")
 

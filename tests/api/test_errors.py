@@ -117,7 +117,7 @@ async def test_a_413_carries_the_limit_it_went_over_as_data(small_client):
 async def test_a_kind_used_as_a_model_name_gets_a_404_that_names_the_model_serving_it(small_client):
     r = await small_client.post("/encode?model=ppca", json={"images": ONE})
     assert r.status_code == 404 and r.json()["type"] == "unknown_model"
-    assert r.json()["detail"] == "model 'ppca' is not loaded; loaded models: ae, pca (kind ppca), vae"
+    assert r.json()["detail"] == "model 'ppca' is not loaded; loaded models: ae, cvae, pca (kind ppca), vae"
 
 
 async def _fill_encode_queue(client):

@@ -126,5 +126,5 @@ def test_help_shows_the_defaults_and_the_activations(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--epochs EPOCHS default: 60 (ae, vae)" in text and "default: 1000 (vae)" in text
+    assert "--epochs EPOCHS default: 60 (ae, vae, cvae)" in text and "default: 1000 (vae, cvae)" in text
     assert "{softplus,relu,tanh}" in text and "see docs/artifacts.md" not in text

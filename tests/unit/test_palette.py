@@ -28,7 +28,7 @@ def test_the_report_latent_map_draws_each_digit_in_its_colour(tmp_path):
     class TwoDigits:  # codes far apart: digit 0's points on the left, digit 7's on the right
         latent_dim = 2
 
-        def encode(self, x):
+        def encode(self, x, y=None):
             return x[:, :2], None
 
     y = torch.tensor([0] * 200 + [7] * 200)

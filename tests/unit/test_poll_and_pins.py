@@ -22,7 +22,7 @@ def test_snapshot_stamps_every_version_and_pin_and_skips_what_is_no_version(arti
     (artifacts_dir / "vae" / "01").mkdir()
     (artifacts_dir / "Not-a-name").mkdir()
     snap = snapshot(artifacts_dir)
-    assert sorted(snap.versions) == [("ae", 1), ("pca", 1), ("vae", 1)]
+    assert sorted(snap.versions) == [("ae", 1), ("cvae", 1), ("pca", 1), ("vae", 1)]
     assert set(snap.pins) == {"vae"}
     files = {path for path, _, _ in snap.versions[("vae", 1)]}
     assert {"manifest.json", "weights.safetensors"} <= files
@@ -59,7 +59,7 @@ def test_a_folder_without_manifest_stays_pending_however_long_it_is_still(artifa
     (artifacts_dir / "vae" / "2").mkdir()
     snap = snapshot(artifacts_dir)
     view, pending = settled(snap, snap)
-    assert pending == {("vae", 2)} and set(view[0]) == {("ae", 1), ("pca", 1), ("vae", 1)}
+    assert pending == {("vae", 2)} and set(view[0]) == {("ae", 1), ("cvae", 1), ("pca", 1), ("vae", 1)}
 
 
 def test_a_removed_version_leaves_the_settled_view(artifacts_dir):
