@@ -66,7 +66,7 @@ def main() -> None:
     except DeviceError as exc:
         sys.exit(f"latentserve: {exc}")
     config = uvicorn.Config(
-        serving_app(settings),
+        "service.app:app",  # built by serving_app() once the socket is bound (service.app's module __getattr__)
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -130,7 +130,7 @@ def test_the_clients_version_pins_only_its_own_model():
 
 def test_each_split_part_of_a_seeded_sample_gets_the_next_seed():
     c = core(max_items_per_request=4)
-    bodies = [call.content for call in c.sample(10, 7, None, None, None)().calls]
+    bodies = [call.content for call in c.sample(10, 7, None, None, None, None)().calls]
     assert bodies == [b'{"n":4,"seed":7}', b'{"n":4,"seed":8}', b'{"n":2,"seed":9}']
 
 
