@@ -96,7 +96,7 @@ def run_wrk(load: Load, cores: CoreSplit, server_cpu_s=None) -> LoadResult:
     r = json.loads(line[len("WRKJSON "):])
     duration = r["duration_us"] / 1e6
     return LoadResult(
-        concurrency=concurrency, duration_s=round(duration, 3), requests=r["requests"],
+        concurrency=load.concurrency, duration_s=round(duration, 3), requests=r["requests"],
         req_per_s=(r["requests"] - r["status"]) / duration if duration else 0.0,
         p50_ms=r["p50_us"] / 1e3, p90_ms=r["p90_us"] / 1e3, p99_ms=r["p99_us"] / 1e3, max_ms=r["max_us"] / 1e3,
         non2xx=r["status"], socket_errors=r["connect"] + r["read"] + r["write"], timeouts=r["timeout"],

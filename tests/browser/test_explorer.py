@@ -225,5 +225,4 @@ def test_a_drawn_digit_gets_its_score_verdict_and_the_reference_histogram(browse
     assert browser.find_element("id", "score-hist").is_displayed()
     marked = _canvas_pixels(browser, "score-hist")
     assert ((marked[:, 0] > 180) & (marked[:, 1] < 80)).any()  # the red line of the drawing
-    # A version without a class density answers the digit panel's /classes with 404 (the panel says so).
-    assert [e for e in severe_console_errors(browser) if "/classes - " not in e["message"]] == []
+    assert severe_console_errors(browser) == []

@@ -163,6 +163,11 @@ async function loadClasses() {
   const { model, version } = state.target;
   state.classes = null;
   try {
+    // Only versions that have one are asked (a conditional model's labels, or a fitted classes file): a 404 would
+    // still be handled, but the browser logs every failed request.
+    const detail = await getJson(`/models/${encodeURIComponent(model)}`);
+    const manifest = detail.versions.find((m) => m.version === version);
+    if (!manifest || !(manifest.architecture?.labels || manifest.files?.["classes.safetensors"])) return;
     state.classes = await getJson(`/models/${model}/versions/${version}/classes`);
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 404)) showError("Loading the digits' distributions", err);

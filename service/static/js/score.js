@@ -50,11 +50,11 @@ export async function showScore(target, pixels) {
     return;
   }
   const { model, version } = target;
-  const [body, ref] = await Promise.all([
-    postJson(`/score${query(model, version)}`, { images: [pixels], samples: 100, seed: 0 }),
-    reference(model, version)]);
-  if (ticket !== latest) return;
+  const body = await postJson(`/score${query(model, version)}`, { images: [pixels], samples: 100, seed: 0 });
   const ll = body.log_likelihood[0], percentile = body.percentile?.[0], outlier = body.outlier?.[0];
+  // A version without a reference set gives no percentile: then there is no histogram to ask for either.
+  const ref = percentile == null ? null : await reference(model, version);
+  if (ticket !== latest) return;
   const verdict = outlier == null ? "no reference set: no verdict"
     : outlier ? `outlier: fewer than ${(100 * ref.false_positive_rate).toFixed(0)}% of reference digits are this atypical`
       : "typical of the reference digits";
