@@ -17,7 +17,7 @@ import time
 from bench import artifacts, bodies, machine
 from bench.scenarios import BY_NAME
 from bench.server import REPO, Server
-from bench.wrk import run_wrk
+from bench.wrk import Load, run_wrk
 from lvm.watch import snapshot
 
 
@@ -56,8 +56,8 @@ def main() -> None:
                 other = servers["on" if name == "off" else "off"].proc.pid
                 os.kill(other, signal.SIGSTOP)
                 try:
-                    result = run_wrk(server.url + scenario.path, body[scenario.body], args.concurrency, args.round_s,
-                                     cores, content_type=scenario.content_type)
+                    result = run_wrk(Load(server.url + scenario.path, body[scenario.body], args.concurrency,
+                                          args.round_s, content_type=scenario.content_type), cores)
                 finally:
                     os.kill(other, signal.SIGCONT)
                 assert result.errors == 0, f"{name}: {result.errors} errors"

@@ -184,8 +184,8 @@ def _paired_access_log(served: Path, cores, body_files, cfg: RunConfig) -> dict:
                    log_path=cfg.out_dir / "server-access-json.log") as json_log:
         for round_ in range(cfg.access_log_rounds + 1):  # round 0 warms both up and is not kept
             for name, server in (("text", text), ("json", json_log)):
-                result = run_wrk(server.url + scenario.path, body_files[scenario.body], c, cfg.paired_round_s, cores,
-                                 content_type=scenario.content_type)
+                result = run_wrk(Load(server.url + scenario.path, body_files[scenario.body], c, cfg.paired_round_s,
+                                      content_type=scenario.content_type), cores)
                 if round_:
                     rates[name].append(result.req_per_s)
     text_rate, json_rate = statistics.median(rates["text"]), statistics.median(rates["json"])
