@@ -22,7 +22,8 @@ from service.settings import Settings
 
 AccessLog = Callable[[Scope, observe.RequestRecord, int, float], None]
 _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(request)s"
-# Seconds since the epoch, as a float: an ISO 8601 string cost 4 us more per access line (BENCHMARKS.md).
+# Seconds since the epoch, as a float: an ISO 8601 string costs measurably more per access line (BENCHMARKS.md,
+# "access log and request IDs").
 _TIME = structlog.processors.TimeStamper(fmt=None, key="time")
 
 

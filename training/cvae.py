@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-import pyro.optim
 import torch
 from pyro import poutine
-from pyro.infer import SVI, TraceMeanField_ELBO
 from torch import Tensor
 
 from lvm.networks import CVAE
 from training.config import CVAEConfig
 from training.loop import History, fit, pick_device, seed_everything
 from training.metrics import mean_negative_elbo_labelled
+from training.vae import cosine_svi
 
 
 class CVAEObjective:
@@ -25,14 +24,7 @@ class CVAEObjective:
 
     def __init__(self, model: CVAE, config: CVAEConfig) -> None:
         self.net, self.config = model, config
-        pyro.clear_param_store()
-        self.scheduler = pyro.optim.CosineAnnealingLR({
-            "optimizer": torch.optim.Adam,
-            "optim_args": {"lr": config.lr},
-            "T_max": config.epochs,
-            "eta_min": config.lr * config.final_lr_ratio,
-        })
-        self.svi = SVI(self.model, self.guide, self.scheduler, loss=TraceMeanField_ELBO())
+        self.scheduler, self.svi = cosine_svi(self.model, self.guide, config)
         self._lr = config.lr
 
     def model(self, x: Tensor, y: Tensor, kl_weight: float = 1.0) -> None:

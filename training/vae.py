@@ -18,17 +18,23 @@ from training.loop import History, fit, pick_device, seed_everything
 from training.metrics import mean_negative_elbo
 
 
+def cosine_svi(model, guide, config) -> tuple[pyro.optim.PyroLRScheduler, SVI]:
+    """A fresh parameter store, and SVI of (model, guide) under Adam with a cosine-annealed learning rate (from
+    config.lr down to config.lr x config.final_lr_ratio over config.epochs): how every Pyro-trained kind is fitted."""
+    pyro.clear_param_store()
+    scheduler = pyro.optim.CosineAnnealingLR({
+        "optimizer": torch.optim.Adam,
+        "optim_args": {"lr": config.lr},
+        "T_max": config.epochs,
+        "eta_min": config.lr * config.final_lr_ratio,
+    })
+    return scheduler, SVI(model, guide, scheduler, loss=TraceMeanField_ELBO())
+
+
 class VAEObjective:
     def __init__(self, model: MLPModel, config: VAEConfig) -> None:
         self.net, self.config = model, config
-        pyro.clear_param_store()
-        self.scheduler = pyro.optim.CosineAnnealingLR({
-            "optimizer": torch.optim.Adam,
-            "optim_args": {"lr": config.lr},
-            "T_max": config.epochs,
-            "eta_min": config.lr * config.final_lr_ratio,
-        })
-        self.svi = SVI(self.model, self.guide, self.scheduler, loss=TraceMeanField_ELBO())
+        self.scheduler, self.svi = cosine_svi(self.model, self.guide, config)
         self._lr = config.lr
 
     def model(self, x: Tensor, kl_weight: float = 1.0) -> None:
