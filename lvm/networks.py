@@ -24,8 +24,9 @@ INPUT_DIM = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 # A floor on the VAE's posterior scale keeps log-densities finite when the scale head saturates.
 MIN_SCALE = 1e-4
 # `score_terms` works through at most this many (image, sample) pairs at a time: the decoder's (pairs, 784) logits
-# and hidden layers stay near 100 MB whatever B x S a caller asks for.
-SCORE_CHUNK_PAIRS = 32_768
+# and hidden layers stay near 13 MB whatever B x S a caller asks for, inside a server CPU's cache (8x this was 20%
+# slower per image on one core: BENCHMARKS.md, "score").
+SCORE_CHUNK_PAIRS = 4096
 _LOG_2PI = math.log(2 * math.pi)
 
 _ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh}

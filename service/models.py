@@ -33,6 +33,11 @@ def batch_fn(op: Operation, served: ServedModel):
     return run
 
 
+# When no batch size keeps a pass under max_pass_s, sizes keep doubling while that saves at least this share of the
+# time per row (service.models.choose_batch_size).
+ECONOMY = 0.05
+
+
 def warmup_sizes(max_batch_size: int) -> list[int]:
     """1, 2, 4, ... up to max_batch_size (included): the batch sizes a version will mostly see."""
     sizes, n = [], 1
@@ -43,17 +48,28 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
 
 
 def choose_batch_size(pass_s: dict[int, float], max_pass_s: float) -> int:
-    """The largest batch size whose pass took at most max_pass_s (the smallest one if none did; the largest one
-    when max_pass_s is 0, which turns the rule off).
+    """The largest batch size whose pass took at most max_pass_s (the largest one when max_pass_s is 0, which turns
+    the rule off).
 
     One compute thread serves every queue on a device, so a pass holds up every other model and operation there:
     the bound keeps that wait short on a CPU, while on a GPU, where passes take microseconds, sizes go to the cap.
+    When even the smallest size's pass is over the bound (a row that is dear on its own: /score's images with their
+    importance samples), no size keeps the wait under it, and the rows' cost decides: sizes double while each
+    doubling still saves ECONOMY of the time per row (one VAE score row a pass cost 1.6 x its cost eight at a time:
+    BENCHMARKS.md, "score").
     """
     sizes = sorted(pass_s)
     if max_pass_s <= 0:
         return sizes[-1]
     fitting = [size for size in sizes if pass_s[size] <= max_pass_s]
-    return fitting[-1] if fitting else sizes[0]
+    if fitting:
+        return fitting[-1]
+    chosen = sizes[0]
+    for size in sizes[1:]:
+        if pass_s[size] / size > (1 - ECONOMY) * pass_s[chosen] / chosen:
+            break
+        chosen = size
+    return chosen
 
 
 @dataclass
@@ -122,8 +138,8 @@ class ServedModel:
                 if not max_pass_s:
                     continue
                 pass_s[size] = min([(await compute.run(_time_pass, run, [rows], clock))[0] for _ in range(repeats)])
-                if pass_s[size] > max_pass_s:
-                    break  # larger sizes take longer still, and this queue will never form them
+                if choose_batch_size(pass_s, max_pass_s) != size:
+                    break  # larger sizes take longer still (and save less per row): the rule will never pick them
             self.batch_sizes[name] = choose_batch_size(pass_s, max_pass_s) if max_pass_s else max_batch_size
 
     def start(self, runtime: Runtime, observer: Callable[[str], BatchObserver] | None = None) -> None:

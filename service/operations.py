@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lvm.networks import INPUT_DIM
+from lvm.networks import INPUT_DIM, SCORE_CHUNK_PAIRS
 from service import codecs, schemas
 from service.errors import InvalidInput, PayloadTooLarge
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 KEY_COLS = 4  # seed (two float32 words holding a uint64), index of the row in its request, rows in the request
 DIGIT_COLS = 1  # the digit a row is about, 0-9, or NO_DIGIT; exact in float32
 NO_DIGIT = -1
-SCORE_CHUNK = 32768  # (image, sample) pairs scored at once: bounds the memory of a pass
 
 
 # -- what goes in --------------------------------------------------------------------------------------------------
@@ -450,7 +449,7 @@ def _score(served: ServedModel) -> Callable[[Tensor], tuple[Tensor, ...]]:
         terms = {name: np.empty(len(rows), np.float32) for name in names}
         for count in np.unique(samples):
             index = np.flatnonzero(samples == count)
-            step = max(1, SCORE_CHUNK // int(count))
+            step = max(1, SCORE_CHUNK_PAIRS // int(count))
             for start in range(0, len(index), step):
                 part = index[start:start + step]
                 eps = torch.from_numpy(image_noise(host[part, INPUT_DIM:INPUT_DIM + 2], int(count), latent_dim))
