@@ -37,7 +37,7 @@ class RunConfig:
     inprocess_time_s: float = 1.0
     paired_rounds: int = 5  # alternating on/off rounds behind the "on >= off" checks below the top concurrency
     paired_round_s: float = 2.0
-    access_log_rounds: int = 5  # alternating rounds of JSON access lines on against off (0 skips them)
+    access_log_rounds: int = 10  # rounds of JSON access lines on against off, and a control (0 skips them)
     client_rounds: int = 10  # alternating rounds of bench.client (Client.encode against bulk .npy); 0 skips it
     service_env: dict[str, str] = field(default_factory=dict)
     service_app: str = SERVICE_APP
@@ -173,26 +173,31 @@ def _paired_protocol(served: Path, cores, body_files, cfg: RunConfig) -> dict:
 
 
 def _paired_access_log(served: Path, cores, body_files, cfg: RunConfig) -> dict:
-    """Single-image JSON /encode at the highest concurrency on two servers up at once, one with the text log (no
-    access lines) and one with LATENTSERVE_LOG_FORMAT=json (an access line per request, written to a file), in
-    alternating rounds: the access log's cost, as the ratio of the median req/s (json over text)."""
+    """Single-image JSON /encode at the highest concurrency on three servers up at once: two with the text log (no
+    access lines), one with LATENTSERVE_LOG_FORMAT=json (an access line per request, written to a file), in rounds
+    whose order reverses every round so that drift hits all alike. The access log's cost is the ratio of the median
+    req/s, json over text; text2 over text is the control: how far apart two identical servers measure."""
     scenario, c = BY_NAME["encode-json"], max(cfg.concurrency)
     env = _service_env(served, cfg, "on")
-    rates = {"text": [], "json": []}
+    names = ("text", "text2", "json")
+    rates: dict[str, list[float]] = {name: [] for name in names}
     with Server(cfg.service_app, cores, env={**env, "LATENTSERVE_LOG_FORMAT": "text"}) as text, \
+            Server(cfg.service_app, cores, env={**env, "LATENTSERVE_LOG_FORMAT": "text"}) as text2, \
             Server(cfg.service_app, cores, env={**env, "LATENTSERVE_LOG_FORMAT": "json"},
                    log_path=cfg.out_dir / "server-access-json.log") as json_log:
-        for round_ in range(cfg.access_log_rounds + 1):  # round 0 warms both up and is not kept
-            for name, server in (("text", text), ("json", json_log)):
-                result = run_wrk(Load(server.url + scenario.path, body_files[scenario.body], c, cfg.paired_round_s,
-                                      content_type=scenario.content_type), cores)
+        servers = {"text": text, "text2": text2, "json": json_log}
+        for round_ in range(cfg.access_log_rounds + 1):  # round 0 warms them up and is not kept
+            for name in names if round_ % 2 else names[::-1]:
+                result = run_wrk(Load(servers[name].url + scenario.path, body_files[scenario.body], c,
+                                      cfg.paired_round_s, content_type=scenario.content_type), cores)
                 if round_:
                     rates[name].append(result.req_per_s)
-    text_rate, json_rate = statistics.median(rates["text"]), statistics.median(rates["json"])
-    cfg.log(f"[bench] access log c={c}: medians {json_rate:.0f} (json) / {text_rate:.0f} (text) req/s over "
-            f"{cfg.access_log_rounds} alternating rounds of {cfg.paired_round_s:g} s")
-    return {"concurrency": c, "text": rates["text"], "json": rates["json"],
-            "ratio": json_rate / text_rate if text_rate else None}
+    medians = {name: statistics.median(rates[name]) for name in names}
+    cfg.log(f"[bench] access log c={c}: medians {medians['json']:.0f} (json) / {medians['text']:.0f} (text) / "
+            f"{medians['text2']:.0f} (text, control) req/s over {cfg.access_log_rounds} rounds of {cfg.paired_round_s:g} s")
+    ok = medians["text"] > 0
+    return {"concurrency": c, **rates, "ratio": medians["json"] / medians["text"] if ok else None,
+            "control": medians["text2"] / medians["text"] if ok else None}
 
 
 def _add_ratios(rows: list[dict], inprocess: dict) -> None:

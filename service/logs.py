@@ -1,8 +1,8 @@
 """The service's log on stderr: readable text (the default, `make serve`'s), or with LATENTSERVE_LOG_FORMAT=json one
 JSON object per line, both for the service's own events (any stdlib logger: service.*, uvicorn, torch) and for an
-access line per request. structlog renders both: its ProcessorFormatter for stdlib records, and a bound logger writing
-straight to stderr's bytes for the access lines, the hot path (no stdlib record, no handler lock). Each line carries
-the ID of the request it happened in (service.observe).
+access line per request. structlog renders both: its ProcessorFormatter for stdlib records, and its processors called
+directly, writing straight to stderr's bytes, for the access lines, the hot path (no stdlib record, no handler lock,
+no bound logger). Each line carries the ID of the request it happened in (service.observe).
 """
 
 from __future__ import annotations
@@ -69,14 +69,17 @@ def configure(settings: Settings, stream: IO[str] | None = None) -> None:
 
 def access_log(settings: Settings, stream: IO[bytes] | None = None) -> AccessLog | None:
     """The access line writer of service.observe's middleware with the JSON format; None (no access lines) with text,
-    as before: the per-request line's cost is measured in BENCHMARKS.md."""
+    as before. The line goes through structlog's own processors (timestamp, JSON renderer on orjson) called directly,
+    not through a bound logger: its level filter and processor loop cost twice the rendering (BENCHMARKS.md, "access
+    log and request IDs"), and an access line is always written."""
     if settings.log_format != "json":
         return None
-    bound = structlog.make_filtering_bound_logger(logging.INFO)
-    logger = bound(structlog.BytesLogger(stream or sys.stderr.buffer),
-                   [structlog.processors.add_log_level, _TIME, structlog.processors.JSONRenderer(orjson.dumps)], {})
+    out = stream or sys.stderr.buffer
+    render = structlog.processors.JSONRenderer(orjson.dumps)
 
     def write(scope: Scope, record: observe.RequestRecord, status: int, seconds: float) -> None:
+        # error for a 500 (a bug, its traceback logged beside it); a 503 or a 4xx is the service working as meant
+        level = "error" if status == 500 else "info"
         fields = {"request_id": record.request_id, "method": scope["method"], "path": endpoint(scope),
                   "status": status, "duration_ms": round(seconds * 1e3, 3)}
         if record.trace_id is not None:
@@ -85,7 +88,8 @@ def access_log(settings: Settings, stream: IO[bytes] | None = None) -> AccessLog
             fields.update(model=record.model, version=record.version, operation=record.operation)
         if record.batch_size:
             fields.update(batch_size=record.batch_size, queue_wait_ms=round(record.queue_wait_s * 1e3, 3))
-        # error for a 500 (a bug, its traceback logged beside it); a 503 or a 4xx is the service working as meant
-        (logger.error if status == 500 else logger.info)("access", **fields)
+        fields.update(event="access", level=level)
+        out.write(render(None, level, _TIME(None, level, fields)) + b"\n")
+        out.flush()
 
     return write
