@@ -37,6 +37,7 @@ DIVERSITY_BAR = 0.35
 PRIOR_DRAWS = 10_000
 ACCURACY_BAR, DIGIT_BAR = 0.95, 0.85  # the default conditional path's targets (issue 23)
 SEED = 0
+PRIOR = "prior"  # accuracy_by_components' key for a conditional model's draws from its prior
 
 
 # -- the judge ------------------------------------------------------------------------------------------------------
@@ -128,8 +129,10 @@ def measure_model(artifact: lvm.Artifact, judge: nn.Module, data, real_spread: l
     from training.classes import CANDIDATES, class_density_for, fit_class_density
 
     model = artifact.build()
-    if model.conditional:
+    if model.conditional and model.class_density is None:
         density = "native (p(x | z, y), z ~ N(0, I))"
+    elif model.conditional:
+        density = f"artifact's classes.safetensors (M = {model.class_density.components}), its codes given the digit"
     elif model.class_density is not None:
         density = f"artifact's classes.safetensors (M = {model.class_density.components})"
     else:
@@ -141,16 +144,19 @@ def measure_model(artifact: lvm.Artifact, judge: nn.Module, data, real_spread: l
         spread = mean_pairwise_distance(draws(model, d, DIVERSITY_DRAWS, 100 + d))
         figures.diversity.append(spread / real_spread[d])
     figures.prior = label_figures(probabilities(judge, draws(model, -1, PRIOR_DRAWS, 999)))
-    if not model.conditional:
-        from lvm.embedding import compute_embedding
+    from lvm.embedding import compute_embedding
 
-        z = torch.from_numpy(compute_embedding(model, data.train.x, data.train.y).mean)
-        chosen = model.class_density
-        for m in CANDIDATES:
-            model.class_density = fit_class_density(z, data.train.y, m)
-            acc = conditional_accuracy(model, judge)
-            figures.accuracy_by_components[m] = (sum(acc) / LABELS, min(acc))
-        model.class_density = chosen
+    z = torch.from_numpy(compute_embedding(model, data.train.x, data.train.y).mean)  # the cvae's given the digit
+    chosen = model.class_density
+    for m in CANDIDATES:
+        model.class_density = fit_class_density(z, data.train.y, m)
+        acc = conditional_accuracy(model, judge)
+        figures.accuracy_by_components[m] = (sum(acc) / LABELS, min(acc))
+    if model.conditional:  # and its own prior, every digit's N(0, I)
+        model.class_density = None
+        acc = conditional_accuracy(model, judge)
+        figures.accuracy_by_components[PRIOR] = (sum(acc) / LABELS, min(acc))
+    model.class_density = chosen
     return figures
 
 
@@ -192,13 +198,15 @@ def markdown(judge_accuracy: float, judge_s: float, real: dict, models: list[Mod
                      + " ".join(f"{s:.3f}" for s in p["label_share"]) + " |")
     by_m = [f for f in models if f.accuracy_by_components]
     if by_m:
-        ms = list(by_m[0].accuracy_by_components)
+        ms = list(dict.fromkeys(m for f in by_m for m in f.accuracy_by_components))
         lines += ["", "Gaussian or mixture: conditional accuracy mean / worst digit per number of components M "
-                  "of each digit's mixture:", "",
-                  "| model | " + " | ".join(f"M = {m}" for m in ms) + " |", "| --- | " + " | ".join("---" for _ in ms) + " |"]
+                  "of each digit's mixture (for the cvae, also its prior N(0, I)):", "",
+                  "| model | " + " | ".join(f"M = {m}" if m != PRIOR else "prior N(0, I)" for m in ms) + " |",
+                  "| --- | " + " | ".join("---" for _ in ms) + " |"]
         for f in by_m:
+            cells = [f.accuracy_by_components.get(m) for m in ms]
             lines.append(f"| {f.name}/{f.version} | " + " | ".join(
-                f"{a:.3f} / {w:.3f}" for a, w in f.accuracy_by_components.values()) + " |")
+                "-" if c is None else f"{c[0]:.3f} / {c[1]:.3f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

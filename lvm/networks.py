@@ -508,9 +508,18 @@ class CVAE(LatentModel):
         return self.sample_digits(y, eps, torch.zeros(len(eps), device=eps.device))
 
     def digit_density(self) -> ClassDensity:
+        """The density fitted to the training images' posterior means given their digits (the aggregate posterior
+        of each digit, lvm.classes) when the artifact has one, else the prior N(0, I), every digit's."""
+        if self.class_density is not None:
+            return self.class_density
         return ClassDensity.standard(self.latent_dim).to(self.prior_loc.device)
 
     def sample_digits(self, y: Tensor, eps: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """z = eps (the prior is N(0, I) for every digit); rows with y = -1 take the digit floor(10 u)."""
-        y = torch.where(y >= 0, y, (u * LABELS).long().clamp(max=LABELS - 1))
-        return eps, torch.sigmoid(self.logits(eps, y))
+        """Rows with a digit: z from digit_density() given it (eps itself under the prior). Rows with y = -1: z = eps
+        from the prior and the digit floor(10 u)."""
+        labelled = y >= 0
+        digits = torch.where(labelled, y, (u * LABELS).long().clamp(max=LABELS - 1))
+        z = eps
+        if self.class_density is not None and bool(labelled.any()):
+            z = torch.where(labelled[:, None], self.class_density.sample(digits, eps, u), eps)
+        return z, torch.sigmoid(self.logits(z, digits))

@@ -150,16 +150,17 @@ def _render_embedding(served: ServedModel, fmt: str) -> bytes:
                             "latent_dim": 2, "weight": [[1.0]], "loc": [[[0.1, -1.2]]],
                             "covariance": [[[[0.2, 0.01], [0.01, 0.3]]]]}}}}},
             description="p(z | digit) for digits 0-9 as mixtures: `weight` (10, M), `loc` (10, M, K), `covariance` "
-                        "(10, M, K, K). `native` is true for a conditional model (the cvae), whose prior N(0, I) is "
-                        "every digit's; for the others it is the density fitted after training to the training "
-                        "set's posterior means (`manifest.class_density`). 404 when the version has none.")
+                        "(10, M, K, K). `native` is true for a conditional model (the cvae) without a fitted density, "
+                        "whose prior N(0, I) is every digit's; otherwise it is the density fitted after training to "
+                        "the training set's posterior means (`manifest.class_density`; the cvae's given each image's "
+                        "digit). 404 when the version has none.")
 async def classes(request: Request, name: str, version: str) -> Response:
     served = _served(request, name, version)
     density = served.model.digit_density()
     if density is None:
         raise NotFound(f"{served.name}/{served.version} has no distribution per digit: its artifact has no "
                        "classes.safetensors (`python -m training derive --add classes` adds one)")
-    return json_reply({"model": served.name, "version": served.version, "native": served.conditional,
+    return json_reply({"model": served.name, "version": served.version, "native": served.model.class_density is None,
                        **density.to_json()})
 
 

@@ -1,6 +1,7 @@
 """The committed version 2s: derived from the version 1s with the same weights and metrics, and their embedding is the
-real MNIST test set encoded by that model; the version 3s add the score reference, the validation split scored
-(the checks against the data need MNIST_DIR; CI sets it)."""
+real MNIST test set encoded by that model; the version 3s add the score reference, the validation split scored; cvae/2
+adds to cvae/1 the density of its codes per digit and a reference (the checks against the data need MNIST_DIR; CI sets
+it)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,29 @@ def test_reference_is_the_validation_split_scored(name):
         terms = model.score_terms(load_mnist(Path(MNIST_DIR)).valid.x[:n], eps)
     for key, value in terms.items():
         np.testing.assert_allclose(reference.features[key][:n], value.numpy(), rtol=1e-5, atol=1e-3, err_msg=key)
+
+
+def test_cvae_version_2_is_version_1_with_its_codes_density_per_digit_and_a_score_reference():
+    v1, v2 = (lvm.load_artifact(ARTIFACTS / "cvae" / str(v)) for v in (1, 2))
+    assert v2.manifest["derived_from"]["version"] == 1 and v2.manifest["derived_from"]["steps"] == ["classes",
+                                                                                                    "reference"]
+    assert v2.manifest["files"]["weights.safetensors"] == v1.manifest["files"]["weights.safetensors"]
+    assert v1.build().class_density is None
+    model = v2.build()
+    assert model.digit_density() is model.class_density
+    assert model.class_density.components == v2.manifest["class_density"]["components"]
+    assert read_reference(v2.path, v2.manifest).info["count"] == 5000
+
+
+@pytest.mark.skipif(not MNIST_DIR, reason="MNIST_DIR is not set")
+def test_the_cvae_density_is_fitted_to_the_codes_of_each_digits_training_images_given_the_digit():
+    model = lvm.load_artifact(ARTIFACTS / "cvae" / "2").build()
+    train = load_mnist(Path(MNIST_DIR)).train
+    density = model.class_density
+    for digit in (1, 7):
+        x = train.x[train.y == digit]
+        with torch.no_grad():
+            codes = model.encode(x, torch.full((len(x),), digit))[0]
+        # A maximum-likelihood mixture's weighted mean of its components is the mean of the points it was fitted to.
+        mean = (density.weight[digit, :, None] * density.loc[digit]).sum(0)
+        torch.testing.assert_close(mean, codes.mean(0), atol=2e-3, rtol=0)

@@ -5,7 +5,7 @@ Nothing is refitted, so the metrics carry over unchanged; the manifest says wher
 Steps, run in this order (each is a function of the source, the data and the folder being written):
     embedding  the test set's posterior means (lvm.embedding)
     classes    the class-conditional latent density fitted to the training set's posterior means (lvm.classes,
-               training/classes.py) and report/digits.png; nothing for a conditional model, which has its own
+               training/classes.py; a conditional model's given each image's digit) and report/digits.png
     reference  the validation split's scores behind /score's percentile and outlier rule (lvm.reference)
     report     every report PNG, redrawn
 """
@@ -47,8 +47,6 @@ def _classes(d: Derivation, folder: Path) -> list[str]:
     from training.classes import FITTED_TO, class_density_for
     from training.report import digits
 
-    if d.model.conditional:
-        return []
     train, valid = d.data.train, d.data.valid
     d.model.class_density, d.manifest["class_density"] = class_density_for(d.model, train.x, train.y, valid.x,
                                                                             valid.y)

@@ -32,12 +32,11 @@ class Run:
 
 
 def train(kind: str, config: PPCAConfig | AEConfig, data: MNIST) -> Run:
-    """Fits one model of `kind` on data.train, selecting by data.valid (training.kinds says how, per kind); an
-    unconditional model then gets its class-conditional density (training/classes.py)."""
+    """Fits one model of `kind` on data.train, selecting by data.valid (training.kinds says how, per kind); the model
+    then gets its class-conditional density (training/classes.py; the cvae's is its aggregate posterior per digit)."""
     model, record = training_kind(kind).fit(data, config)
-    if not model.conditional:
-        model.class_density, record["class_density"] = class_density_for(
-            model, data.train.x, data.train.y, data.valid.x, data.valid.y)
+    model.class_density, record["class_density"] = class_density_for(
+        model, data.train.x, data.train.y, data.valid.x, data.valid.y)
     return Run(model, config, record)
 
 

@@ -165,3 +165,19 @@ def test_the_cvae_trains_in_seconds_and_learns_the_label():
     with torch.no_grad():  # the same z decodes differently for different digits
         images = model.sample_digits(y[:10], torch.zeros(10, 2), torch.zeros(10))[1]
     assert torch.cdist(images, images).fill_diagonal_(float("inf")).min() > 0.1
+
+
+def test_a_cvae_with_a_fitted_density_draws_each_digit_from_it_and_the_rest_from_the_prior():
+    model = CVAE(2, [16]).eval()
+    eps, u = torch.randn(6, 2, generator=torch.Generator().manual_seed(1)), torch.tensor([0.1, 0.5, 0.9, 0.3, 0.7, 0.0])
+    y = torch.tensor([1, 1, 7, -1, -1, 3])
+    assert model.digit_density().components == 1  # no fitted density: the prior, every digit's
+    torch.testing.assert_close(model.sample_digits(y, eps, u)[0], eps)
+    model.class_density = class_density(components=2)
+    assert model.digit_density() is model.class_density
+    z, images = model.sample_digits(y, eps, u)
+    labelled = y >= 0
+    torch.testing.assert_close(z[labelled], model.class_density.sample(y[labelled], eps[labelled], u[labelled]))
+    torch.testing.assert_close(z[~labelled], eps[~labelled])  # no digit: the prior, the digit floor(10 u)
+    with torch.no_grad():
+        torch.testing.assert_close(images[3:5], torch.sigmoid(model.logits(eps[3:5], torch.tensor([3, 7]))))

@@ -157,8 +157,8 @@ async function loadEmbedding() {
   map.setData(points, Uint8Array.from(data ? data.label : []), sd);
 }
 
-// Each digit's latent distribution (GET .../classes): fitted after training for the unconditional models, N(0, I)
-// for the cvae. The selected digit's is drawn on the map; a version without one says so under the map.
+// Each digit's latent distribution (GET .../classes): fitted after training (the cvae's given the digit), or N(0, I)
+// for a cvae without one. The selected digit's is drawn on the map; a version without one says so under the map.
 async function loadClasses() {
   const { model, version } = state.target;
   state.classes = null;
