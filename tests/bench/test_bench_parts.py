@@ -2,6 +2,7 @@
 request table checked against the service in process."""
 
 import httpx
+import numpy as np
 import pytest
 
 from bench.cases import malformed_cases, valid_cases
@@ -142,3 +143,16 @@ def test_the_soak_tells_a_body_budget_503_in_either_error_body():
     assert _budget_shed(httpx.Response(503, json={"error": detail}, headers={"retry-after": "1"}))
     assert not _budget_shed(httpx.Response(503, json={"error": "queue full"}, headers={"retry-after": "1"}))
     assert not _budget_shed(httpx.Response(503, json={"error": detail}))
+
+
+def test_every_outlier_family_maps_test_digits_to_as_many_other_images_in_range():
+    from bench.outliers import FAMILIES, HELD_OUT
+
+    rng = np.random.default_rng(0)
+    x = np.clip(rng.normal(0.3, 0.4, (6, 784)), 0, 1)
+    makers = {**{name: make for name, (_, _, make) in FAMILIES.items()}, **HELD_OUT}
+    assert not set(FAMILIES) & set(HELD_OUT)
+    for name, make in makers.items():
+        out = np.clip(make(x, rng), 0, 1)
+        assert out.shape == x.shape and np.isfinite(out).all(), name
+        assert not np.allclose(out, x), name

@@ -57,6 +57,7 @@ def _iwae_loop(model: MLPModel, x: torch.Tensor, eps: torch.Tensor) -> dict[str,
 
 
 def test_vae_terms_match_a_float64_loop():
+    torch.manual_seed(0)  # the network's initial weights: unseeded, 1 run in 3 failed the bound below
     model = MLPModel("vae", 2, [8])
     x = torch.rand(3, 784, generator=torch.Generator().manual_seed(1))
     eps = torch.randn(3, 5, 2, generator=torch.Generator().manual_seed(2))
@@ -67,7 +68,12 @@ def test_vae_terms_match_a_float64_loop():
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-3, err_msg=key)
     np.testing.assert_allclose(got["elbo"], np.array(want["reconstruction"]) - want["kl"], rtol=1e-5, atol=1e-3)
-    assert (got["log_likelihood"] >= got["elbo"] - 1e-3).all()  # the IWAE bound is never below the ELBO
+    # With the same draws the IWAE estimate is never below the mean log weight (Jensen); the ELBO here uses the
+    # analytic KL instead, so it is above it only in expectation: checked with many draws.
+    many = torch.randn(3, 4000, 2, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        terms = model.score_terms(x, many)
+    assert (terms["log_likelihood"] >= terms["elbo"] - 1e-3).all()
 
 
 def test_vae_terms_are_the_same_in_any_batch_and_any_chunking(monkeypatch):
@@ -135,23 +141,24 @@ def test_rule_percentiles_are_0_to_100_and_flag_near_the_stated_rate(method, mon
     assert abs(np.median(percentile) - 50) < 5
 
 
-@pytest.mark.parametrize("method", ["typicality", "features", "mahalanobis", "tails"])
+@pytest.mark.parametrize("method", ["typicality", "features", "mahalanobis", "min-tails", "tails"])
 def test_two_sided_rules_flag_too_likely_as_well_as_too_unlikely(method, monkeypatch):
-    rule = OutlierRule(_reference(2000), method)
+    # 5,000 like the committed references: with weight w, a guard alone flags at rate a only past 1 / (w a) images
+    rule = OutlierRule(_reference(5000), method)
     monkeypatch.setattr("lvm.reference.complexity", lambda x: np.full(len(x), 1000.0))
     terms = {"log_likelihood": np.array([-150.0, 500.0, -2000.0]), "kl": np.array([7.0, 7.0, 7.0])}
     percentile, outlier = rule.assess(np.ones((3, 784)), terms)
     assert percentile[0] > 20 and not outlier[0]
-    assert percentile[1] == percentile[2] == 0 and outlier[1] and outlier[2]
+    assert percentile[1] < 1 and percentile[2] < 1 and outlier[1] and outlier[2]
 
 
 def test_the_default_rule_flags_a_faint_image_by_its_contrast(monkeypatch):
-    rule = OutlierRule(_reference(2000))
+    rule = OutlierRule(_reference(5000))
     monkeypatch.setattr("lvm.reference.complexity", lambda x: np.full(len(x), 1000.0))
     x = np.ones((2, 784))
     x[1] *= 0.2
     percentile, outlier = rule.assess(x, {"log_likelihood": np.array([-150.0, -150.0]), "kl": np.full(2, 7.0)})
-    assert percentile[0] > 20 and percentile[1] == 0 and outlier.tolist() == [False, True]
+    assert percentile[0] > 20 and percentile[1] < 1 and outlier.tolist() == [False, True]
 
 
 def test_rule_needs_the_reference_terms():
