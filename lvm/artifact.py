@@ -284,6 +284,19 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
     return {int: "an integer", str: "a string", list: "a list", dict: "an object"}.get(kind, str(kind))
 
 
+def listed_file(path: Path, manifest: dict, rel: str) -> Path:
+    """The artifact's file `rel` after checking it against the SHA-256 its manifest lists (for the readers of the extra
+    files: embedding, classes, reference, reports); ArtifactError when it is not listed, missing or altered."""
+    path = Path(path)
+    expected = manifest.get("files", {}).get(rel)
+    if expected is None:
+        raise ArtifactError(f"{path}: the manifest lists no {rel}")
+    file = path / rel
+    if not file.is_file() or sha256_file(file) != expected:
+        raise ArtifactError(f"{path}: {rel} is missing or fails its SHA-256 check")
+    return file
+
+
 def verify_files(path: Path, manifest: dict) -> None:
     """Checks every file the manifest lists against its SHA-256; raises ArtifactError on the first mismatch."""
     root = Path(path).resolve()

@@ -18,7 +18,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from lvm.artifact import ArtifactError, sha256_file
+from lvm.artifact import ArtifactError, listed_file
 from lvm.density import LABELS, ClassDensity
 
 CLASSES_FILE = "classes.safetensors"
@@ -42,11 +42,7 @@ def read_classes(path: Path, manifest: dict) -> ClassDensity:
     """Reads the density of the artifact at path, checking its SHA-256 against the manifest and its shapes against
     latent_dim; raises ArtifactError when it is absent, altered or malformed."""
     path = Path(path)
-    if not has_classes(manifest):
-        raise ArtifactError(f"{path}: the manifest lists no {CLASSES_FILE}")
-    file = path / CLASSES_FILE
-    if not file.is_file() or sha256_file(file) != manifest["files"][CLASSES_FILE]:
-        raise ArtifactError(f"{path}: {CLASSES_FILE} is missing or fails its SHA-256 check")
+    file = listed_file(path, manifest, CLASSES_FILE)
     try:
         tensors = safetensors.torch.load_file(file, device="cpu")
     except Exception as exc:  # safetensors raises its own error types for malformed files

@@ -20,7 +20,7 @@ import safetensors.numpy
 import torch
 from torch import Tensor
 
-from lvm.artifact import ArtifactError, sha256_file
+from lvm.artifact import ArtifactError, listed_file
 from lvm.networks import LatentModel
 
 EMBEDDING_FILE = "embedding.safetensors"
@@ -74,11 +74,7 @@ def read_embedding(path: Path, manifest: dict) -> Embedding:
     """Reads the embedding of the artifact at path, checking its SHA-256 against the manifest and its shapes against
     latent_dim; raises ArtifactError when it is absent or does not fit."""
     path = Path(path)
-    if not has_embedding(manifest):
-        raise ArtifactError(f"{path}: the manifest lists no {EMBEDDING_FILE}")
-    file = path / EMBEDDING_FILE
-    if not file.is_file() or sha256_file(file) != manifest["files"][EMBEDDING_FILE]:
-        raise ArtifactError(f"{path}: {EMBEDDING_FILE} is missing or fails its SHA-256 check")
+    file = listed_file(path, manifest, EMBEDDING_FILE)
     try:
         tensors = safetensors.numpy.load_file(file)
     except Exception as exc:  # safetensors raises its own error types for malformed files

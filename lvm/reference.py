@@ -24,7 +24,7 @@ import safetensors.numpy
 import torch
 from torch import Tensor
 
-from lvm.artifact import ArtifactError, sha256_file
+from lvm.artifact import ArtifactError, listed_file
 from lvm.networks import LatentModel
 
 REFERENCE_FILE = "reference.safetensors"
@@ -112,11 +112,7 @@ def read_reference(path: Path, manifest: dict) -> Reference:
     """Reads the reference of the artifact at path, checking its SHA-256 against the manifest and its contents;
     raises ArtifactError when it is absent or does not fit."""
     path = Path(path)
-    if not has_reference(manifest):
-        raise ArtifactError(f"{path}: the manifest lists no {REFERENCE_FILE}")
-    file = path / REFERENCE_FILE
-    if not file.is_file() or sha256_file(file) != manifest["files"][REFERENCE_FILE]:
-        raise ArtifactError(f"{path}: {REFERENCE_FILE} is missing or fails its SHA-256 check")
+    file = listed_file(path, manifest, REFERENCE_FILE)
     try:
         with safetensors.safe_open(file, framework="np") as f:
             info = json.loads((f.metadata() or {}).get("reference", "null"))

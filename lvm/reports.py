@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lvm.artifact import ArtifactError, sha256_file
+from lvm.artifact import listed_file
 
 REPORT_DIR = "report"
 # The colour of each digit 0-9, in the report's latent map and the explorer page's live map alike (the page's copy,
@@ -34,8 +34,4 @@ def read_report(path: Path, manifest: dict, name: str) -> bytes:
     ArtifactError when the file fails its SHA-256 check."""
     if name not in report_files(manifest):
         raise KeyError(name)
-    rel = f"{REPORT_DIR}/{name}"
-    file = Path(path) / REPORT_DIR / name
-    if not file.is_file() or sha256_file(file) != manifest["files"][rel]:
-        raise ArtifactError(f"{path}: {rel} is missing or fails its SHA-256 check")
-    return file.read_bytes()
+    return listed_file(path, manifest, f"{REPORT_DIR}/{name}").read_bytes()
