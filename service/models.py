@@ -33,9 +33,9 @@ def batch_fn(op: Operation, served: ServedModel):
     return run
 
 
-# When no batch size keeps a pass under max_pass_s, sizes keep doubling while that saves at least this share of the
-# time per row (service.models.choose_batch_size).
-ECONOMY = 0.05
+# Past the largest batch size whose pass fits max_pass_s, sizes keep doubling while that saves at least this share of
+# the time per row (service.models.choose_batch_size).
+ECONOMY = 0.1
 
 
 def warmup_sizes(max_batch_size: int) -> list[int]:
@@ -48,24 +48,21 @@ def warmup_sizes(max_batch_size: int) -> list[int]:
 
 
 def choose_batch_size(pass_s: dict[int, float], max_pass_s: float) -> int:
-    """The largest batch size whose pass took at most max_pass_s (the largest one when max_pass_s is 0, which turns
-    the rule off).
+    """The largest batch size whose pass took at most max_pass_s (the smallest one if none did), then doubled while
+    each doubling still saves ECONOMY of the time per row; the largest size when max_pass_s is 0 (the rule off).
 
     One compute thread serves every queue on a device, so a pass holds up every other model and operation there:
     the bound keeps that wait short on a CPU, while on a GPU, where passes take microseconds, sizes go to the cap.
-    When even the smallest size's pass is over the bound (a row that is dear on its own: /score's images with their
-    importance samples), no size keeps the wait under it, and the rows' cost decides: sizes double while each
-    doubling still saves ECONOMY of the time per row (one VAE score row a pass cost 1.6 x its cost eight at a time:
-    BENCHMARKS.md, "score").
+    Rows that are dear on their own (/score's images with their importance samples) fill the bound with one or two
+    rows, where the fixed cost of a pass still counts: one VAE score row a pass cost 1.6 x its cost eight at a time
+    (BENCHMARKS.md, "score"), so such a queue takes longer passes rather than lose a third of its throughput.
     """
     sizes = sorted(pass_s)
     if max_pass_s <= 0:
         return sizes[-1]
     fitting = [size for size in sizes if pass_s[size] <= max_pass_s]
-    if fitting:
-        return fitting[-1]
-    chosen = sizes[0]
-    for size in sizes[1:]:
+    chosen = fitting[-1] if fitting else sizes[0]
+    for size in (size for size in sizes if size > chosen):
         if pass_s[size] / size > (1 - ECONOMY) * pass_s[chosen] / chosen:
             break
         chosen = size
