@@ -101,6 +101,11 @@ def transport_error(exc: httpx.RequestError) -> LatentServeError:
     return ConnectionFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
+# The least time a retry must have left before the deadline: one started with less would only time out, and the
+# caller would get ClientTimeout instead of the error that made it retry (a refused connection, a 503).
+MIN_TRY_S = 0.05
+
+
 class Attempts:
     """The retry decisions for one call: the time each try may take, as a whole, and the wait before the next."""
 
@@ -129,7 +134,7 @@ class Attempts:
 
     def wait_s(self, error: LatentServeError) -> float:
         """Seconds to wait before trying again; raises `error` when it is not retried (a 4xx, a 500, attempts used
-        up, or a wait that would end past the deadline)."""
+        up, or a wait that would leave less than MIN_TRY_S before the deadline)."""
         p = self.policy
         if isinstance(error, NotConnected) and p.max_attempts > 1:
             self.counted -= 1  # nothing was sent: retried up to the deadline, however many times
@@ -142,8 +147,8 @@ class Attempts:
         else:
             top = min(p.max_backoff_s, p.backoff_s * 2 ** (self.count - 1))
             delay = top * (0.5 + 0.5 * self.rand())  # "equal jitter": never less than half the step
-        if self.clock() - self.started + delay >= p.deadline_s:
-            raise error
+        if self.clock() - self.started + delay + MIN_TRY_S >= p.deadline_s:
+            raise error  # a try with less than MIN_TRY_S left would end in its own timeout, hiding this error
         return delay
 
 
