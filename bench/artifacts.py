@@ -60,7 +60,7 @@ def latest_vae(root: Path) -> tuple[LatentModel, str]:
     versions = list_versions(Path(root) / "vae")
     if versions:
         path = Path(root) / "vae" / str(versions[-1])
-        return load_artifact(path).build(), f"vae v{versions[-1]} from {path}"
+        return load_artifact(path).build(), f"vae v{versions[-1]} from {Path(root).name}/vae/{versions[-1]}"  # no machine path in docs
     torch.manual_seed(0)
     model = MLPModel("vae", LATENT_DIM, DEFAULT_HIDDEN).eval().requires_grad_(False)
     return model, "random-init MLPModel vae 784-128-128-2"

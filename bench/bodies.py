@@ -55,7 +55,7 @@ def mnist_test_images(n: int) -> tuple[np.ndarray, str]:
             path = Path(folder) / name
             if path.is_file():
                 raw = (gzip.open if name.endswith(".gz") else open)(path, "rb").read()
-                return np.frombuffer(raw, np.uint8, offset=16)[: n * 784].reshape(n, 28, 28).copy(), f"MNIST test set ({path})"
+                return np.frombuffer(raw, np.uint8, offset=16)[: n * 784].reshape(n, 28, 28).copy(), f"MNIST test set ({name})"
     rng = np.random.default_rng(0)
     images = np.zeros((n, 28, 28), np.uint8)
     # A blob of strokes in the centre, about 19% of pixels lit, as in MNIST.

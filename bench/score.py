@@ -1,8 +1,9 @@
 """`/score` throughput against the same computation in process, on the same core (issue 18's target: >= 0.8 x).
 
 - in process: the score operation's batch function (importance sampling, the model's terms, the outlier rule) over
-  1,024 MNIST test images with `samples` draws each, in one pass and in passes of 8 (the size the server's warm-up
-  picks for the VAE on a CPU), in a subprocess pinned like the server; the faster is the reference;
+  1,024 MNIST test images with `samples` draws each, in one pass and in passes of 8 (small batches like the ones the
+  server's warm-up picks on a CPU, which beat one big pass), in a subprocess pinned like the server; the faster is
+  the reference;
 - served: `--clients` concurrent clients posting the same 1,024 images as a uint8 .npy body to
   `/score?samples=...`, against a pinned uvicorn process.
 
@@ -29,7 +30,7 @@ from bench.server import REPO, Server
 
 IMAGES = 1024
 TARGET = 0.8
-PASS_SIZES = (IMAGES, 8)  # images per pass in process: all at once, and batches like the server's (BENCHMARKS.md)
+PASS_SIZES = (IMAGES, 8)  # images per pass in process: all at once, and small batches like the server's
 
 
 def inprocess(artifacts_dir: Path, model: str, samples: int, seconds: float) -> dict:

@@ -56,11 +56,11 @@ def test_batch_size_is_the_largest_whose_pass_fits_the_bound():
 
 
 def test_past_the_bound_sizes_grow_while_a_doubling_saves_a_tenth_per_row():
-    vae_score_ms = {1: 3.9, 2: 5.8, 4: 10.4, 8: 19.5, 16: 37.4}  # measured: per row 3.9, 2.9, 2.6, 2.4, 2.3
+    vae_score_ms = {1: 3.9, 2: 5.8, 4: 10.4, 8: 19.5, 16: 37.4}  # shaped like the VAE's /score passes (BENCHMARKS.md)
     assert choose_batch_size({k: v / 1000 for k, v in vae_score_ms.items()}, 0.003) == 4
     # A faster core where one row just fits the bound: the same rows, the same choice (not 1).
     assert choose_batch_size({k: 0.7 * v / 1000 for k, v in vae_score_ms.items()}, 0.003) == 4
-    cheap = {1: 0.0002, 2: 0.0003, 4: 0.0005, 8: 0.0009, 16: 0.0017, 32: 0.0033}  # per row 0.1 ms from 8 on
+    cheap = {1: 0.0002, 2: 0.0003, 4: 0.0005, 8: 0.0009, 16: 0.0017, 32: 0.0033}  # the per-row cost levels off
     assert choose_batch_size(cheap, 0.002) == 16
     linear = {1: 0.002, 2: 0.004, 4: 0.008}  # no saving at all: the smallest size, never none
     assert choose_batch_size(linear, 0.001) == 1
