@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
     serving process passes its process-wide effects (service.__main__.serving_process); test apps pass none."""
     settings = settings or Settings()
     state = ServiceState(settings)
+    access = logs.access_log(settings)
     if process is not None:  # the serving process: OTEL_* variables may turn tracing on (service.tracing)
         tracing.configure_from_environment()
 
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
                 yield
         finally:
             await state.stop()
+            if access is not None:
+                access.flush()  # the last turn's access lines
 
     # FastAPI's built-in OpenTelemetry hooks are off: the service exports its own Prometheus metrics, and the hooks'
     # per-request check of the global providers cost single-image throughput (BENCHMARKS.md, "Figures behind").
@@ -74,7 +77,7 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
     if tracing.tracer is not None:  # OTEL_* variables and the otel extra (service.tracing); nothing otherwise
         app.add_middleware(tracing.TracingMiddleware)
     # Outermost: every response, whoever sent it, carries the request's ID, and every error body and log line has it.
-    app.add_middleware(RequestMiddleware, metrics=state.metrics, access=logs.access_log(settings))
+    app.add_middleware(RequestMiddleware, metrics=state.metrics, access=access)
     return app
 
 

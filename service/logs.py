@@ -1,15 +1,15 @@
 """The service's log on stderr: readable text (the default, `make serve`'s), or with LATENTSERVE_LOG_FORMAT=json one
 JSON object per line, both for the service's own events (any stdlib logger: service.*, uvicorn, torch) and for an
 access line per request. structlog renders both: its ProcessorFormatter for stdlib records, and its processors called
-directly, writing straight to stderr's bytes, for the access lines, the hot path (no stdlib record, no handler lock,
-no bound logger). Each line carries the ID of the request it happened in (service.observe).
+directly for the access lines, the hot path (no stdlib record, no handler lock, no bound logger), written to stderr's
+bytes once per event-loop turn. Each line carries the ID of the request it happened in (service.observe).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Callable
 from typing import IO
 
 import orjson
@@ -20,7 +20,6 @@ from service import observe
 from service.metrics import endpoint
 from service.settings import Settings
 
-AccessLog = Callable[[Scope, observe.RequestRecord, int, float], None]
 _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(request)s"
 # Seconds since the epoch, as a float: an ISO 8601 string costs measurably more per access line (BENCHMARKS.md,
 # "access log and request IDs").
@@ -67,29 +66,59 @@ def configure(settings: Settings, stream: IO[str] | None = None) -> None:
     root.setLevel(settings.log_level.upper())
 
 
-def access_log(settings: Settings, stream: IO[bytes] | None = None) -> AccessLog | None:
-    """The access line writer of service.observe's middleware with the JSON format; None (no access lines) with text,
-    as before. The line goes through structlog's own processors (timestamp, JSON renderer on orjson) called directly,
-    not through a bound logger: its level filter and processor loop cost twice the rendering (BENCHMARKS.md, "access
-    log and request IDs"), and an access line is always written."""
-    if settings.log_format != "json":
-        return None
-    out = stream or sys.stderr.buffer
-    render = structlog.processors.JSONRenderer(orjson.dumps)
+class AccessLog:
+    """The access line writer of service.observe's middleware with the JSON format. A line goes through structlog's
+    own processors (timestamp, JSON renderer on orjson) called directly, not through a bound logger: its level filter
+    and processor loop cost twice the rendering (BENCHMARKS.md, "access log and request IDs"), and an access line is
+    always written.
 
-    def write(scope: Scope, record: observe.RequestRecord, status: int, seconds: float) -> None:
+    The lines of one event-loop turn go out in one write at its end (`loop.call_soon`), the way nginx's access log
+    takes `buffer=`: under load one turn answers a whole batch, and a system call per line was most of the line's cost
+    in a serving process (BENCHMARKS.md). A line waits for the end of the turn it was written in, no longer; `flush()`
+    writes what is left when the app stops."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.render = structlog.processors.JSONRenderer(orjson.dumps)
+        self.lines: list[bytes] = []
+
+    def __call__(self, scope: Scope, record: observe.RequestRecord, status: int, seconds: float) -> None:
         # error for a 500 (a bug, its traceback logged beside it); a 503 or a 4xx is the service working as meant
         level = "error" if status == 500 else "info"
-        fields = {"request_id": record.request_id, "method": scope["method"], "path": endpoint(scope),
-                  "status": status, "duration_ms": round(seconds * 1e3, 3)}
+        # One literal, times rounded to the microsecond by integer division: dict.update and round() were two thirds
+        # of the line's cost.
+        fields = {"event": "access", "level": level, "request_id": record.request_id, "method": scope["method"],
+                  "path": endpoint(scope), "status": status, "duration_ms": _ms(seconds)}
         if record.trace_id is not None:
             fields["trace_id"] = record.trace_id
         if record.model is not None:
-            fields.update(model=record.model, version=record.version, operation=record.operation)
+            fields["model"], fields["version"], fields["operation"] = record.model, record.version, record.operation
         if record.batch_size:
-            fields.update(batch_size=record.batch_size, queue_wait_ms=round(record.queue_wait_s * 1e3, 3))
-        fields.update(event="access", level=level)
-        out.write(render(None, level, _TIME(None, level, fields)) + b"\n")
-        out.flush()
+            fields["batch_size"], fields["queue_wait_ms"] = record.batch_size, _ms(record.queue_wait_s)
+        line = self.render(None, level, _TIME(None, level, fields)) + b"\n"
+        if not self.lines:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop (a direct call): write it now
+                self.lines.append(line)
+                self.flush()
+                return
+        self.lines.append(line)
 
-    return write
+    def flush(self) -> None:
+        if self.lines:
+            lines, self.lines = self.lines, []  # taken first: a failed write must not keep its lines for the next
+            self.out.write(b"".join(lines))
+            self.out.flush()
+
+
+def _ms(seconds: float) -> float:
+    return int(seconds * 1e6 + 0.5) / 1e3
+
+
+def access_log(settings: Settings, stream: IO[bytes] | None = None) -> AccessLog | None:
+    """The access line writer with the JSON format (on `stream`, stderr's bytes by default); None (no access lines)
+    with text, as before."""
+    if settings.log_format != "json":
+        return None
+    return AccessLog(stream or sys.stderr.buffer)

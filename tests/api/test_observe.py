@@ -128,6 +128,66 @@ async def test_json_access_lines_name_the_request_its_trace_and_its_batch(artifa
         "/v2/models/{model_name}/infer", "ae", "decode")
 
 
+class _Writes(io.BytesIO):
+    """A byte stream that counts its writes; `fail` makes the next one raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes, self.fail = 0, False
+
+    def write(self, data: bytes) -> int:
+        self.writes += 1
+        if self.fail:
+            self.fail = False
+            raise OSError("disk full")
+        return super().write(data)
+
+
+def _log_one(access: logs.AccessLog, request_id: str, status: int = 200) -> None:
+    from service.observe import RequestRecord
+
+    access({"method": "GET", "path": "/healthz", "type": "http", "app": None, "route": _Route()},
+           RequestRecord(request_id, None), status, 0.0012345)
+
+
+class _Route:
+    path = "/healthz"
+
+
+async def test_access_lines_of_one_loop_turn_go_out_in_one_write_at_its_end():
+    out = _Writes()
+    access = logs.access_log(Settings(log_format="json"), out)
+    for i in range(5):
+        _log_one(access, f"r{i}")
+    assert out.writes == 0  # not before the turn ends
+    await asyncio.sleep(0)
+    assert out.writes == 1
+    lines = access_lines(out.getvalue().decode())
+    assert [line["request_id"] for line in lines] == [f"r{i}" for i in range(5)]
+    assert lines[0]["duration_ms"] == 1.235 and lines[0]["path"] == "/healthz" and lines[0]["level"] == "info"
+    _log_one(access, "next", status=500)
+    await asyncio.sleep(0)
+    assert out.writes == 2 and access_lines(out.getvalue().decode())[-1]["level"] == "error"
+
+
+async def test_a_failed_access_write_does_not_hold_its_lines_for_the_next():
+    out = _Writes()
+    access = logs.access_log(Settings(log_format="json"), out)
+    _log_one(access, "lost")
+    out.fail = True
+    with pytest.raises(OSError):
+        access.flush()
+    _log_one(access, "kept")
+    await asyncio.sleep(0)
+    assert [line["request_id"] for line in access_lines(out.getvalue().decode())] == ["kept"]
+
+
+def test_an_access_line_outside_an_event_loop_is_written_at_once():
+    out = _Writes()
+    _log_one(logs.access_log(Settings(log_format="json"), out), "direct")
+    assert out.writes == 1 and access_lines(out.getvalue().decode())[0]["request_id"] == "direct"
+
+
 async def test_text_format_writes_no_access_lines(client, capsys):
     assert (await client.get("/healthz")).status_code == 200
     assert '"access"' not in capsys.readouterr().err

@@ -3,6 +3,7 @@ back as one JSON object, and a request is followed by its ID from its answer to 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
@@ -34,3 +35,23 @@ def test_every_line_is_json_and_a_request_is_found_by_its_id(live_server, tmp_pa
     loggers = {line.get("logger") for line in lines}
     assert "uvicorn.error" in loggers and "uvicorn.access" not in loggers  # uvicorn's own lines, its access log off
     assert any(line.get("event") == "access" and line["path"] == "/readyz" for line in lines)
+
+
+def test_no_access_line_is_lost_when_the_process_stops_under_load(live_server, tmp_path):
+    """Access lines go out once per event-loop turn (service.logs): those of the last turns before SIGTERM too."""
+    proc, url = live_server(log_format="json", drain_grace_s=0)
+    log = tmp_path / "server-0.log"
+    ids = [f"burst-{i}" for i in range(64)]
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            replies = await asyncio.gather(*(client.post("/encode", json={"images": [[0.0] * 784]},
+                                                         headers={"X-Request-ID": i}) for i in ids))
+        proc.send_signal(signal.SIGTERM)  # at once, as the last answers arrive
+        return [r.status_code for r in replies]
+
+    assert asyncio.run(burst()) == [200] * len(ids)
+    proc.wait(30)
+    lines = [orjson.loads(line) for line in log.read_bytes().splitlines() if line.strip()]
+    logged = [line["request_id"] for line in lines if line.get("event") == "access"]
+    assert sorted(i for i in logged if i.startswith("burst-")) == sorted(ids)
