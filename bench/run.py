@@ -4,10 +4,12 @@ batching on and off, each against a fresh pinned uvicorn process. Returns plain 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -173,31 +175,46 @@ def _paired_protocol(served: Path, cores, body_files, cfg: RunConfig) -> dict:
 
 
 def _paired_access_log(served: Path, cores, body_files, cfg: RunConfig) -> dict:
-    """Single-image JSON /encode at the highest concurrency on three servers up at once: two with the text log (no
-    access lines), one with LATENTSERVE_LOG_FORMAT=json (an access line per request, written to a file), in rounds
-    whose order reverses every round so that drift hits all alike. The access log's cost is the ratio of the median
-    req/s, json over text; text2 over text is the control: how far apart two identical servers measure."""
+    """Single-image JSON /encode at the highest concurrency, two servers at a time, loaded at once by a wrk each and
+    pinned to the same core(s), so that the machine's drift hits both alike: first the text log (no access lines)
+    against LATENTSERVE_LOG_FORMAT=json (an access line per request, written to a file), then the text server against
+    a second one (the control: how far apart two identical servers measure). Rounds one server after the other, as
+    this was first measured, spread by +-10 % on the 2-core development VM (BENCHMARKS.md, "access log").
+
+    Both servers of a pair run in every round of its phase: one that had just been loaded measured a few percent slower
+    than one that had rested. Which of the two starts first alternates every round (the second measured faster), and
+    a ratio is the geometric mean over the rounds of one's req/s over the other's, so the two orders weigh alike. All
+    three servers get one hash seed, so that they differ in the log format only."""
     scenario, c = BY_NAME["encode-json"], max(cfg.concurrency)
-    env = _service_env(served, cfg, "on")
-    names = ("text", "text2", "json")
-    rates: dict[str, list[float]] = {name: [] for name in names}
+    env = {**_service_env(served, cfg, "on"), "PYTHONHASHSEED": "0"}
+    pairs = {"json": ("text", "json"), "control": ("text", "text2")}
+    rounds: dict[str, list[dict]] = {name: [] for name in pairs}
     with Server(cfg.service_app, cores, env={**env, "LATENTSERVE_LOG_FORMAT": "text"}) as text, \
             Server(cfg.service_app, cores, env={**env, "LATENTSERVE_LOG_FORMAT": "text"}) as text2, \
             Server(cfg.service_app, cores, env={**env, "LATENTSERVE_LOG_FORMAT": "json"},
-                   log_path=cfg.out_dir / "server-access-json.log") as json_log:
+                   log_path=cfg.out_dir / "server-access-json.log") as json_log, ThreadPoolExecutor(2) as pool:
         servers = {"text": text, "text2": text2, "json": json_log}
-        for round_ in range(cfg.access_log_rounds + 1):  # round 0 warms them up and is not kept
-            for name in names if round_ % 2 else names[::-1]:
-                result = run_wrk(Load(servers[name].url + scenario.path, body_files[scenario.body], c,
-                                      cfg.paired_round_s, content_type=scenario.content_type), cores)
+        for name, pair in pairs.items():  # one pair after the other, every round with both
+            for round_ in range(cfg.access_log_rounds + 1):  # round 0 warms them up and is not kept
+                order = pair if round_ % 2 else pair[::-1]
+                loads = [pool.submit(run_wrk, Load(servers[n].url + scenario.path, body_files[scenario.body], c,
+                                                   cfg.paired_round_s, content_type=scenario.content_type), cores)
+                         for n in order]
+                rates = {n: load.result().req_per_s for n, load in zip(order, loads)}
                 if round_:
-                    rates[name].append(result.req_per_s)
-    medians = {name: statistics.median(rates[name]) for name in names}
-    cfg.log(f"[bench] access log c={c}: medians {medians['json']:.0f} (json) / {medians['text']:.0f} (text) / "
-            f"{medians['text2']:.0f} (text, control) req/s over {cfg.access_log_rounds} rounds of {cfg.paired_round_s:g} s")
-    ok = medians["text"] > 0
-    return {"concurrency": c, **rates, "ratio": medians["json"] / medians["text"] if ok else None,
-            "control": medians["text2"] / medians["text"] if ok else None}
+                    rounds[name].append(rates)
+    ratios = {name: _geometric_ratio(rounds[name], *pairs[name][::-1]) for name in pairs}
+    cfg.log(f"[bench] access log c={c}: json/text {ratios['json']:.3f}, text2/text (control) {ratios['control']:.3f}, "
+            f"each a pair loaded at once on one core, {cfg.access_log_rounds} rounds of {cfg.paired_round_s:g} s")
+    return {"concurrency": c, "rounds": rounds, "ratio": ratios["json"], "control": ratios["control"],
+            "design": "simultaneous"}
+
+
+def _geometric_ratio(rounds: list[dict], top: str, bottom: str) -> float | None:
+    """The geometric mean over rounds of rounds[i][top] / rounds[i][bottom]; None when a round served nothing."""
+    if not rounds or any(not r[top] or not r[bottom] for r in rounds):
+        return None
+    return math.exp(statistics.fmean(math.log(r[top] / r[bottom]) for r in rounds))
 
 
 def _add_ratios(rows: list[dict], inprocess: dict) -> None:

@@ -13,6 +13,7 @@ from bench.metrics import (
     histogram_totals,
 )
 from bench.report import checks, write_section
+from bench.run import _geometric_ratio
 from service.metrics import Metrics
 from tests.serving import serve
 
@@ -87,6 +88,17 @@ def test_checks_judge_each_target():
     judged = checks({"rows": rows, "info": {"paired": paired}})
     c1 = next(c for c in judged if c["target"].startswith("encode-json c=1: batching on >= off"))
     assert c1["passed"] is False and "median of 3 alternating rounds" in c1["measured"]
+
+
+def test_the_access_log_ratio_weighs_both_orders_alike():
+    # The second of a pair measures 4 % faster whichever it is; the JSON server costs 2 %.
+    rounds = [{"text": 1000, "json": 980 * 1.04}, {"json": 980, "text": 1000 * 1.04}] * 3
+    assert _geometric_ratio(rounds, "json", "text") == pytest.approx(0.98)
+    assert _geometric_ratio([{"json": 0, "text": 1000}], "json", "text") is None
+    access = {"concurrency": 64, "ratio": 0.94, "control": 1.01, "rounds": {"json": rounds, "control": rounds}}
+    judged = {c["target"]: c for c in checks({"rows": [], "info": {"access_log": access}})}
+    check = judged["encode-json c=64: req/s with JSON access lines >= 0.95 x without"]
+    assert check["passed"] is False and "control, text against text: 1.010 x" in check["measured"]
 
 
 def test_write_section_replaces_only_its_own_block(tmp_path):
