@@ -14,7 +14,6 @@ from fastapi import FastAPI
 
 from service import auth, browser, docs, errors, logs, oip, oip_triton, pages, routes, tracing
 from service.limits import BodyLimitMiddleware
-from service.metrics import MetricsMiddleware
 from service.observe import RequestMiddleware
 from service.oip_errors import ProtocolErrorMiddleware
 from service.settings import Settings
@@ -67,16 +66,16 @@ def create_app(settings: Settings | None = None, process: ProcessEffects | None 
     app.state.service = state
     app.state.oip_extensions = oip_triton.EXTENSIONS  # listed by GET /v2 (oip.py)
     errors.install(app)
-    # Added innermost first: metrics sees everything, CORS answers preflights before auth, auth runs before the
-    # body limit, which also frees each request's share of the body budget when it ends.
+    # Added innermost first: CORS answers preflights before auth, auth runs before the body limit, which also frees
+    # each request's share of the body budget when it ends.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, budget=state.bodies.budget)
     auth.install(app, settings)
     browser.install(app, settings)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(ProtocolErrorMiddleware)  # /v2 errors from every layer take the protocol's body
     if tracing.tracer is not None:  # OTEL_* variables and the otel extra (service.tracing); nothing otherwise
         app.add_middleware(tracing.TracingMiddleware)
-    # Outermost: every response, whoever sent it, carries the request's ID, and every error body and log line has it.
+    # Outermost: every response, whoever sent it, carries the request's ID, and every error body and log line has it;
+    # the metrics count and time every request, whoever answered it.
     app.add_middleware(RequestMiddleware, metrics=state.metrics, access=access)
     return app
 

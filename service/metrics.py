@@ -1,5 +1,5 @@
-"""Prometheus metrics, one registry per app (tests build many apps), and the pure-ASGI middleware that times every
-request.
+"""Prometheus metrics, one registry per app (tests build many apps); service.observe's middleware counts and times
+every request into them.
 
 The series touched on every request (request latency and count, queue wait, batch size, compute time, queue depth)
 are plain Python counters behind a custom collector: every observation happens on the event loop, so they need none
@@ -15,8 +15,6 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import BatchObserver
 from service.errors import (
@@ -30,7 +28,6 @@ from service.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from service.keys import KEY_SCOPE
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -218,41 +215,3 @@ class _Observer(BatchObserver):
 
     def rejected(self, reason: str) -> None:
         self._rejections.labels(reason).inc()
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request by endpoint and status (pure ASGI: no BaseHTTPMiddleware overhead)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.observe_request(endpoint(scope), status, time.perf_counter() - start)
-            key = scope.get(KEY_SCOPE)
-            if key is not None and key[0] is not None:
-                self.metrics.observe_key(key[0], status)
-
-
-def endpoint(scope: Scope) -> str:
-    """The path template of the route that served the request (the router leaves it in the scope), or of the one it
-    was meant for when a middleware answered before routing (401, 408, 413); "other" when no route matches."""
-    route = scope.get("route")
-    if route is None:
-        route = next((r for r in scope["app"].router.routes if r.matches(scope)[0] is not Match.NONE), None)
-    return getattr(route, "path", None) or "other"

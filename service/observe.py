@@ -1,10 +1,11 @@
 """Following one request: its ID (`X-Request-ID`, taken from the client when sane, generated otherwise), the W3C trace
-context it came with, the requests in flight (the autoscaling signal), and the access line once it is answered.
+context it came with, the requests in flight (the autoscaling signal), and, once it is answered, its count and time
+in the metrics and its access line.
 
 `RequestMiddleware` (pure ASGI, outermost) opens a `RequestRecord` per request and makes it the current one for the
-request's task (a context variable), so that the error bodies (service.errors), the log (service.logs) and the
-plumbing (model, version, operation, batch size, queue wait) all read and fill the same record. Tracing spans are left
-to service.tracing; the metrics' own timing to service.metrics.
+request's task (a context variable), so that the error bodies (service.errors), the log (service.logs), the tracing
+span (service.tracing) and the plumbing (model, version, operation, batch size, queue wait) all read and fill the same
+record, the status it was answered with included.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from contextvars import ContextVar
 from random import getrandbits
 from typing import TYPE_CHECKING
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.keys import KEY_SCOPE
+
 if TYPE_CHECKING:  # service.metrics imports the batcher, which imports service.errors, which imports this module
+    from service.logs import AccessLog
     from service.metrics import Metrics
 
 HEADER = "X-Request-ID"
@@ -32,7 +37,7 @@ class RequestRecord:
     """What the log says about one request; the handler's plumbing fills what it learns on the way."""
 
     __slots__ = ("request_id", "trace_id", "model", "version", "operation", "batch_size", "queue_wait_s",
-                 "admitted", "received_at", "span")
+                 "admitted", "received_at", "span", "status")
 
     def __init__(self, request_id: str, trace_id: str | None) -> None:
         self.request_id = request_id
@@ -45,6 +50,7 @@ class RequestRecord:
         self.admitted = False  # counted in the requests in flight
         self.received_at = 0.0  # time.monotonic() (the event loop's clock) at admission, before the body is read
         self.span = None  # the request's span when tracing is on (service.tracing)
+        self.status = 500  # the status it was answered with, once the answer has started; 500 until then
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("latentserve_request", default=None)
@@ -91,11 +97,21 @@ def admitted(record: RequestRecord | None, metrics: Metrics) -> None:
         metrics.in_flight += 1
 
 
+def endpoint(scope: Scope) -> str:
+    """The path template of the route that served the request (the router leaves it in the scope), or of the one it
+    was meant for when a middleware answered before routing (401, 408, 413); "other" when no route matches."""
+    route = scope.get("route")
+    if route is None:
+        route = next((r for r in scope["app"].router.routes if r.matches(scope)[0] is not Match.NONE), None)
+    return getattr(route, "path", None) or "other"
+
+
 class RequestMiddleware:
     """Gives every HTTP request its ID and record, returns the ID on every response, counts the admitted requests in
-    flight, and writes the access line when an access log is given (service.logs)."""
+    flight, and once the request is answered counts and times it by path template, status and key (the metrics) and
+    writes its access line when an access log is given (service.logs). Pure ASGI: no BaseHTTPMiddleware overhead."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access=None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access: AccessLog | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.access = access
@@ -114,19 +130,23 @@ class RequestMiddleware:
         _current.set(record)  # each request runs in its own task, and so its own context
         header = (_HEADER, record.request_id.encode())
         start = time.perf_counter()
-        status = 500
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                record.status = message["status"]
                 message["headers"] = [*message["headers"], header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
             if record.admitted:
                 self.metrics.in_flight -= 1
+            path = endpoint(scope)
+            self.metrics.observe_request(path, record.status, seconds)
+            key = scope.get(KEY_SCOPE)  # (key id, scopes), left by the auth middleware
+            if key is not None and key[0] is not None:
+                self.metrics.observe_key(key[0], record.status)
             if self.access is not None:
-                self.access(scope, record, status, time.perf_counter() - start)
+                self.access(record, scope["method"], path, seconds)

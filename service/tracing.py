@@ -16,7 +16,7 @@ import time
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import observe
 
@@ -91,27 +91,19 @@ class TracingMiddleware:
         if scope["type"] != "http" or tracer is None:
             await self.app(scope, receive, send)
             return
-        from service.metrics import endpoint
-
         carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         record = observe.current()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         with tracer.start_as_current_span(f"{scope['method']} {scope['path']}", context=self._extract(carrier),
                                           kind=self._kind) as span:
             if record is not None:
                 record.span = span
                 span.set_attribute("latentserve.request_id", record.request_id)
             try:
-                await self.app(scope, receive, send_status)
+                await self.app(scope, receive, send)
             finally:
-                route = endpoint(scope)
+                # observe's middleware, outside this one, noted the status as the answer's start went out through it
+                status = record.status if record is not None else 500
+                route = observe.endpoint(scope)
                 span.update_name(f"{scope['method']} {route}")
                 span.set_attributes({"http.request.method": scope["method"], "http.route": route,
                                      "url.path": scope["path"], "http.response.status_code": status})
