@@ -93,6 +93,22 @@ def test_page_loads_without_console_errors_and_draws_ten_colours(page):
         assert (pixels == rgb).all(axis=1).sum() >= 9, f"digit {digit} ({colour}) is not on the map"
 
 
+def _model_details(driver) -> int:
+    """How many GET /models/{name} the page has sent since it opened."""
+    return driver.execute_script("return performance.getEntriesByType('resource').filter("
+                                 "e => /^\\/models\\/[^/]+$/.test(new URL(e.name).pathname)).length")
+
+
+def test_a_chosen_version_asks_for_its_model_once(page):
+    from selenium.webdriver.support.ui import Select
+
+    assert _model_details(page) == 1  # the version the page opened on: its digits' distributions and report share it
+    Select(page.find_element("id", "version")).select_by_value("1")
+    page_ready(page)
+    assert _model_details(page) == 2
+    assert "Trained" in page.find_element("id", "metrics").text
+
+
 def _decode_requests(driver) -> int:
     return driver.execute_script(
         "return performance.getEntriesByType('resource').filter(e => e.name.includes('/decode')).length")

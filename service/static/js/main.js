@@ -118,7 +118,9 @@ async function selectVersion() {
   Object.assign(map.marks, { a: null, b: null, drawn: null });
   $("model-info").textContent = `${model.kind}, latent dimension ${model.latent_dim}`;
   $("pca-section").hidden = model.kind !== "ppca";
-  await Promise.all([loadEmbedding(), loadClasses(), loadReport(state.target, busy, showError), sample(),
+  // One GET /models/{name} for the version's manifest, which both the digits' distributions and the report read.
+  const detail = getJson(`/models/${encodeURIComponent(model.name)}`);
+  await Promise.all([loadEmbedding(), loadClasses(detail), loadReport(state.target, detail, busy, showError), sample(),
     model.kind === "ppca" ? components(state.target, busy, showError) : null]);
   showDigit();
   decoder.request(state.target, unproject(state.projection, [map.view.cx, map.view.cy]));
@@ -157,16 +159,15 @@ async function loadEmbedding() {
   map.setData(points, Uint8Array.from(data ? data.label : []), sd);
 }
 
-// Each digit's latent distribution (GET .../classes): fitted after training (the cvae's given the digit), or N(0, I)
+// Each digit's latent distribution (GET .../classes; `detail`: the promise of GET /models/{name}): fitted after training (the cvae's given the digit), or N(0, I)
 // for a cvae without one. The selected digit's is drawn on the map; a version without one says so under the map.
-async function loadClasses() {
+async function loadClasses(detail) {
   const { model, version } = state.target;
   state.classes = null;
   try {
     // Only versions that have one are asked (a conditional model's labels, or a fitted classes file): a 404 would
     // still be handled, but the browser logs every failed request.
-    const detail = await getJson(`/models/${encodeURIComponent(model)}`);
-    const manifest = detail.versions.find((m) => m.version === version);
+    const manifest = (await detail).versions.find((m) => m.version === version);
     if (!manifest || !(manifest.architecture?.labels || manifest.files?.["classes.safetensors"])) return;
     state.classes = await getJson(`/models/${model}/versions/${version}/classes`);
   } catch (err) {

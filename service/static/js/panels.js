@@ -1,5 +1,5 @@
 // The panels that only read: PCA's components as images, and a version's metrics and report PNGs.
-import { getBlobUrl, getJson, postJson, query } from "./api.js";
+import { getBlobUrl, postJson, query } from "./api.js";
 import { drawSigned, newCanvas } from "./images.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,10 +24,11 @@ export async function components(target, busy, showError) {
   }
 }
 
-export async function loadReport(target, busy, showError) {
+// `detailPromise`: GET /models/{name}, which the page asks once per chosen version.
+export async function loadReport(target, detailPromise, busy, showError) {
   const { model, version } = target;
   try {
-    const detail = await busy("report-section", () => getJson(`/models/${model}`));
+    const detail = await busy("report-section", () => detailPromise);
     const manifest = detail.versions.find((m) => m.version === version);
     const rows = Object.entries(manifest.metrics).map(([key, value]) => {
       const tr = document.createElement("tr"), th = document.createElement("th"), td = document.createElement("td");
