@@ -35,7 +35,7 @@ class Poller:
 
     def __init__(self, root: Path, reload: Reload, period_s: float) -> None:
         self.root, self.reload, self.period_s = Path(root), reload, period_s
-        self.scans = self.reloads = 0  # observable progress, for tests
+        self.scans = self.reloads = 0  # observable progress, for tests: scans done after the first, reloads applied
 
     async def run(self) -> None:
         log.info("polling %s every %g s", self.root, self.period_s)
@@ -45,16 +45,17 @@ class Poller:
             current = await self._snapshot()
             view, pending = settled(previous, current)
             previous = current
-            if view == applied:
-                continue
-            try:
-                await self.reload(pending)
-            except Exception:  # a folder that vanished mid-scan, a full disk: the next period tries again
-                log.exception("rescanning %s failed; retrying in %g s", self.root, self.period_s)
-                continue
-            self.reloads += 1
-            applied = view
+            if view != applied:
+                try:
+                    await self.reload(pending)
+                except Exception:  # a folder that vanished mid-scan, a full disk: the next period tries again
+                    log.exception("rescanning %s failed; retrying in %g s", self.root, self.period_s)
+                else:
+                    self.reloads += 1
+                    applied = view
+            # Counted once the scan and its reload are done: a test that changes a file after `scans` moves knows the
+            # change is not in the scan it waited for (counted as the scan began, a change could land in it).
+            self.scans += 1
 
     async def _snapshot(self) -> Snapshot:
-        self.scans += 1
         return await asyncio.to_thread(snapshot, self.root)
