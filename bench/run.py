@@ -206,8 +206,7 @@ def _paired_access_log(served: Path, cores, body_files, cfg: RunConfig) -> dict:
     ratios = {name: _geometric_ratio(rounds[name], *pairs[name][::-1]) for name in pairs}
     cfg.log(f"[bench] access log c={c}: json/text {ratios['json']:.3f}, text2/text (control) {ratios['control']:.3f}, "
             f"each a pair loaded at once on one core, {cfg.access_log_rounds} rounds of {cfg.paired_round_s:g} s")
-    return {"concurrency": c, "rounds": rounds, "ratio": ratios["json"], "control": ratios["control"],
-            "design": "simultaneous"}
+    return {"concurrency": c, "rounds": rounds, "ratio": ratios["json"], "control": ratios["control"]}
 
 
 def _geometric_ratio(rounds: list[dict], top: str, bottom: str) -> float | None:

@@ -94,15 +94,12 @@ class AccessLog:
             fields["model"], fields["version"], fields["operation"] = record.model, record.version, record.operation
         if record.batch_size:
             fields["batch_size"], fields["queue_wait_ms"] = record.batch_size, _ms(record.queue_wait_s)
-        line = self.render(None, level, _TIME(None, level, fields)) + b"\n"
-        if not self.lines:
+        self.lines.append(self.render(None, level, _TIME(None, level, fields)) + b"\n")
+        if len(self.lines) == 1:  # the turn's first line: its end writes them all
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no event loop (a direct call): write it now
-                self.lines.append(line)
                 self.flush()
-                return
-        self.lines.append(line)
 
     def flush(self) -> None:
         if self.lines:
