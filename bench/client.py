@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 
 from bench import artifacts, bodies, machine, report
-from bench.server import Server
+from bench.server import CLIENT_KEEPALIVE_EXPIRY_S, Server
 
 N_IMAGES = 10_000
 CONCURRENCY = 4  # requests in flight, for both: enough to keep a one-core server busy
@@ -62,7 +62,8 @@ def measure(app: str, env: dict[str, str], cores: machine.CoreSplit, rounds: int
     if cores.pinned:
         os.sched_setaffinity(0, cores.load)
     try:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency,
+                              keepalive_expiry=CLIENT_KEEPALIVE_EXPIRY_S)
         with Server(app, cores, env=env) as server, Client(server.url, max_concurrency=concurrency) as client, \
                 httpx.Client(limits=limits, timeout=60) as http, ThreadPoolExecutor(concurrency) as pool:
             passes = {"bulk": lambda: _bulk_pass(http, pool, server.url, chunks),

@@ -27,7 +27,7 @@ import httpx
 from bench import artifacts, bodies, machine
 from bench.report import add_run_options, checks_table, publish
 from bench.scenarios import JSON, NPY
-from bench.server import REPO, Server
+from bench.server import CLIENT_KEEPALIVE_EXPIRY_S, REPO, Server
 from bench.wrk import Load, run_wrk
 
 BULK_CLIENTS = 16
@@ -128,7 +128,7 @@ def burst(served: Path, cores, body: bytes, env: dict, log, label: str) -> dict:
                 time.sleep(0.05)
 
         async def send_all() -> Counter:
-            limits = httpx.Limits(max_connections=BURST)
+            limits = httpx.Limits(max_connections=BURST, keepalive_expiry=CLIENT_KEEPALIVE_EXPIRY_S)
             async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
                 async def one() -> int | str:
                     try:

@@ -16,8 +16,13 @@ from pathlib import Path
 from bench.machine import CoreSplit
 
 REPO = Path(__file__).resolve().parent.parent
+KEEP_ALIVE_S = 5  # uvicorn's default idle timeout, named so that the load generators can stay under it
+# A pooled client must drop an idle connection well before the server closes it: with both at the same expiry, a
+# request sent as the server's timer fires meets a closing socket (httpx ReadError; see docs/edges.md).
+CLIENT_KEEPALIVE_EXPIRY_S = KEEP_ALIVE_S / 2
 # The same uvicorn settings for the service and the floor, so only the app differs.
-UVICORN_FLAGS = ["--workers", "1", "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+UVICORN_FLAGS = ["--workers", "1", "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+                 "--timeout-keep-alive", str(KEEP_ALIVE_S)]
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

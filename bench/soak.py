@@ -32,7 +32,7 @@ import numpy as np
 from bench import artifacts, edges, machine
 from bench.cases import Case, malformed_cases, valid_cases
 from bench.report import add_run_options, checks_table, publish
-from bench.server import Server
+from bench.server import CLIENT_KEEPALIVE_EXPIRY_S, Server
 
 API_KEY = "soak-key"
 MAX_BODY_BYTES = 2 * 1024 * 1024  # so the oversized-body case costs 2 MiB, not 16
@@ -150,7 +150,10 @@ class Phase:
 
 async def _phase(phase: Phase, stats, log=print) -> float:
     url, seconds, rss = phase.url, phase.seconds, phase.rss
-    limits = httpx.Limits(max_connections=phase.concurrency + 2, max_keepalive_connections=phase.concurrency + 2)
+    # Two connections beyond the workers' (the reloader's, and one a worker may open while it waits) sit idle between
+    # uses: they must expire on this side before the server's keep-alive timer closes them.
+    limits = httpx.Limits(max_connections=phase.concurrency + 2, max_keepalive_connections=phase.concurrency + 2,
+                          keepalive_expiry=CLIENT_KEEPALIVE_EXPIRY_S)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
         t0 = time.monotonic()
         deadline = t0 + seconds

@@ -50,5 +50,5 @@ def test_soak_smoke_passes(tmp_path):
     assert "zero connection errors" in checks and "admin reloads answered 200" in checks, sorted(checks)
     failed = {t: checks[t]["measured"] for t in checks if not checks[t]["passed"]}
     failed.pop(_P99_DRIFT, None)
-    assert not failed, (failed, result["unexpected"][:10])
+    assert not failed, (failed, result["unexpected"][:10], result["connection_errors"])
     assert run.returncode == (0 if checks[_P99_DRIFT]["passed"] else 1), run.stderr[-3000:]
