@@ -2,8 +2,9 @@
 Registry.reload, the path POST /admin/reload takes, so every replica converges on the same versions and pins by itself.
 
 A scan only stats (lvm.watch); nothing is read or hashed unless the stamps changed. A version folder is acted on once
-it is settled: it has its manifest.json and its files' sizes and mtimes were the same at two scans in a row. Until then
-it is pending: not loaded, not refused, not dropped (so a copy in progress is never loaded nor called corrupt).
+it is settled: it has its manifest.json and every file the manifest lists, and its files' sizes and mtimes were the
+same at two scans in a row. Until then it is pending: not loaded, not refused, not dropped (so a copy in progress is
+never loaded nor called corrupt, even when it stalls between two files).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from lvm.watch import Snapshot, snapshot
+from lvm.watch import Listings, Snapshot, snapshot
 
 log = logging.getLogger("service.poll")
 
@@ -36,6 +37,7 @@ class Poller:
     def __init__(self, root: Path, reload: Reload, period_s: float) -> None:
         self.root, self.reload, self.period_s = Path(root), reload, period_s
         self.scans = self.reloads = 0  # observable progress, for tests: scans done after the first, reloads applied
+        self._listings: Listings = {}
 
     async def run(self) -> None:
         log.info("polling %s every %g s", self.root, self.period_s)
@@ -44,6 +46,7 @@ class Poller:
             await asyncio.sleep(self.period_s)
             current = await self._snapshot()
             view, pending = settled(previous, current)
+            _log_waiting(previous, current)
             previous = current
             if view != applied:
                 try:
@@ -58,4 +61,14 @@ class Poller:
             self.scans += 1
 
     async def _snapshot(self) -> Snapshot:
-        return await asyncio.to_thread(snapshot, self.root)
+        return await asyncio.to_thread(snapshot, self.root, self._listings)
+
+
+def _log_waiting(previous: Snapshot, current: Snapshot) -> None:
+    """One line when a version folder starts to wait for files its manifest lists (a copy that never completes would
+    otherwise wait in silence)."""
+    for (name, version), files in current.missing.items():
+        if (name, version) not in previous.missing:
+            reason = f"its manifest lists {', '.join(files)}, not there yet"
+            log.info("waiting for %s/%s: %s", name, version, reason,
+                     extra={"change": "waiting", "model": name, "version": version, "reason": reason})

@@ -151,6 +151,25 @@ async def test_polling_never_loads_nor_refuses_a_folder_being_written(artifacts_
         assert registry.refused == [] and await served_version(client) == 2
 
 
+async def test_polling_waits_without_refusing_for_files_a_stalled_copy_still_lacks(polled, artifacts_dir, tmp_path,
+                                                                                  caplog):
+    # The manifest, then nothing for many scans (the next file downloading elsewhere), then the rest.
+    registry = polled.app.state.service.registry
+    source = factories.copy_as_version(artifacts_dir / "vae" / "1", tmp_path / "vae-2", 2)
+    target = artifacts_dir / "vae" / "2"
+    target.mkdir()
+    with caplog.at_level(logging.INFO, "service.poll"):
+        shutil.copy(source / "manifest.json", target)
+        await scans_later(polled, 10)
+        assert registry.refused == [] and 2 not in registry.models["vae"]
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        await until(lambda: 2 in registry.models["vae"])
+    assert registry.refused == [] and await served_version(polled) == 2
+    waiting = [r for r in caplog.records if getattr(r, "change", None) == "waiting"]
+    assert [(r.model, r.version) for r in waiting] == [("vae", 2)]
+    assert "weights.safetensors" in waiting[0].reason and "weights.safetensors" in waiting[0].getMessage()
+
+
 async def test_polling_refuses_a_settled_corrupt_version_and_the_rest_serve(polled, artifacts_dir):
     registry = polled.app.state.service.registry
     corrupt = factories.write(artifacts_dir, "vae", "vae", seed=3)

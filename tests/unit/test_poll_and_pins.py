@@ -3,6 +3,7 @@ DEFAULT file (lvm.read_pin) and the choice of a model's default (service.registr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -10,6 +11,7 @@ import pytest
 
 import lvm
 from lvm.artifact import list_versions
+from lvm import watch
 from lvm.watch import snapshot
 from service.poll import settled
 from service.registry import Default, choose_default
@@ -60,6 +62,59 @@ def test_a_folder_without_manifest_stays_pending_however_long_it_is_still(artifa
     snap = snapshot(artifacts_dir)
     view, pending = settled(snap, snap)
     assert pending == {("vae", 2)} and set(view[0]) == {("ae", 1), ("cvae", 1), ("pca", 1), ("vae", 1)}
+
+
+def test_a_folder_lacking_a_file_its_manifest_lists_stays_pending_however_long_it_is_still(artifacts_dir, tmp_path):
+    # A copy that stalls between two files (a download to elsewhere, then a move) must not look settled.
+    source = factories.copy_as_version(artifacts_dir / "vae" / "1", tmp_path / "vae-2", 2)
+    copy = artifacts_dir / "vae" / "2"
+    copy.mkdir()
+    shutil.copy(source / "manifest.json", copy)
+    snap = snapshot(artifacts_dir)
+    assert not snap.complete(("vae", 2)) and "weights.safetensors" in snap.missing[("vae", 2)]
+    assert settled(snap, snap)[1] == {("vae", 2)}
+    shutil.copytree(source, copy, dirs_exist_ok=True)
+    first, second = snapshot(artifacts_dir), snapshot(artifacts_dir)
+    assert first.missing == {} and settled(first, second) == ((dict(second.versions), second.pins), frozenset())
+
+
+def test_a_manifest_is_read_again_only_when_it_changes(artifacts_dir, monkeypatch):
+    reads = []
+    real = watch.read_manifest
+    monkeypatch.setattr(watch, "read_manifest", lambda folder: reads.append(folder) or real(folder))
+    listings = {}
+    for _ in range(3):
+        snapshot(artifacts_dir, listings)
+    assert len(reads) == 4  # pca, ae, vae, cvae: once each
+    manifest = artifacts_dir / "ae" / "1" / "manifest.json"
+    st = manifest.stat()
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    snapshot(artifacts_dir, listings)
+    assert len(reads) == 5 and reads[-1] == manifest.parent
+    shutil.rmtree(artifacts_dir / "ae")
+    snapshot(artifacts_dir, listings)
+    assert ("ae", 1) not in listings
+
+
+def test_a_half_written_manifest_leaves_nothing_to_wait_for(artifacts_dir):
+    # The folder settles once still, and the loader refuses it with its reason.
+    folder = artifacts_dir / "vae" / "2"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"files": {"weights.saf')
+    snap = snapshot(artifacts_dir)
+    assert snap.complete(("vae", 2)) and snap.missing == {}
+
+
+def test_an_entry_outside_the_folder_is_not_waited_for(artifacts_dir, tmp_path):
+    # The loader refuses it ("points outside the artifact"); waiting would hide that for ever.
+    folder = factories.copy_as_version(artifacts_dir / "vae" / "1", artifacts_dir / "vae" / "2", 2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["../outside.bin"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    snap = snapshot(artifacts_dir)
+    assert snap.complete(("vae", 2)) and snap.missing == {}
+    assert watch._inside("report/latent.png") and watch._inside("./weights.safetensors")
+    assert not any(map(watch._inside, ["../x", "/etc/passwd", "report/../../x", ".."]))
 
 
 def test_a_removed_version_leaves_the_settled_view(artifacts_dir):
