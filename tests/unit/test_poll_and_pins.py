@@ -10,8 +10,8 @@ import shutil
 import pytest
 
 import lvm
-from lvm.artifact import list_versions
 from lvm import watch
+from lvm.artifact import list_versions
 from lvm.watch import snapshot
 from service.poll import settled
 from service.registry import Default, choose_default
