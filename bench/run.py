@@ -179,10 +179,10 @@ def _paired_access_log(served: Path, cores, body_files, cfg: RunConfig) -> dict:
     pinned to the same core(s), so that the machine's drift hits both alike: first the text log (no access lines)
     against LATENTSERVE_LOG_FORMAT=json (an access line per request, written to a file), then the text server against
     a second one (the control: how far apart two identical servers measure). Rounds one server after the other, as
-    this was first measured, spread by +-10 % on the 2-core development VM (BENCHMARKS.md, "access log").
+    this was first measured, spread too widely to judge a 5 % target (BENCHMARKS.md, "access log and request IDs").
 
-    Both servers of a pair run in every round of its phase: one that had just been loaded measured a few percent slower
-    than one that had rested. Which of the two starts first alternates every round (the second measured faster), and
+    Both servers of a pair run in every round of its phase: one that had just been loaded measured slower than one
+    that had rested. Which of the two starts first alternates every round (the second measured faster), and
     a ratio is the geometric mean over the rounds of one's req/s over the other's, so the two orders weigh alike. All
     three servers get one hash seed, so that they differ in the log format only."""
     scenario, c = BY_NAME["encode-json"], max(cfg.concurrency)

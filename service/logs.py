@@ -84,8 +84,8 @@ class AccessLog:
         status = record.status
         # error for a 500 (a bug, its traceback logged beside it); a 503 or a 4xx is the service working as meant
         level = "error" if status == 500 else "info"
-        # One literal, times rounded to the microsecond by integer division: dict.update and round() were two thirds
-        # of the line's cost.
+        # One literal, times rounded to the microsecond by integer division: dict.update and round() were most of
+        # what building the line cost (BENCHMARKS.md, "access log and request IDs").
         fields = {"event": "access", "level": level, "request_id": record.request_id, "method": method,
                   "path": path, "status": status, "duration_ms": _ms(seconds)}
         if record.trace_id is not None:

@@ -159,8 +159,9 @@ async function loadEmbedding() {
   map.setData(points, Uint8Array.from(data ? data.label : []), sd);
 }
 
-// Each digit's latent distribution (GET .../classes; `detail`: the promise of GET /models/{name}): fitted after training (the cvae's given the digit), or N(0, I)
-// for a cvae without one. The selected digit's is drawn on the map; a version without one says so under the map.
+// Each digit's latent distribution (GET .../classes; `detail`: the promise of GET /models/{name}): fitted after
+// training (the cvae's given the digit), or N(0, I) for a cvae without one. The selected digit's is drawn on the
+// map; a version without one says so under the map.
 async function loadClasses(detail) {
   const { model, version } = state.target;
   state.classes = null;
