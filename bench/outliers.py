@@ -10,7 +10,6 @@ validation split), so no image scored here is in the reference. Writes bench/out
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path

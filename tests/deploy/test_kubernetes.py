@@ -5,7 +5,6 @@ request, drain timing, selectors."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import kubernetes_validate
 import pytest

@@ -10,7 +10,6 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 from latentserve_client import Client, Retry
 
 from service.browser import CSP
